@@ -44,6 +44,14 @@ export interface AioEngineOptions {
    * kernel answer io_submit with EAGAIN (tests do this on purpose).
    */
   nrEvents?: number;
+  /**
+   * Most iocbs per io_submit call; default: the whole plug in one call.
+   * io_submit plugs the block layer for more than AIO_PLUG_THRESHOLD (2)
+   * iocbs (fs/aio.c), so the device sees none until all are built; on a
+   * virtio disk whose host serves requests as they are kicked, 2 keeps it
+   * busy and gave ~20% more IOPS at QD32 (bench/aio).
+   */
+  maxSubmit?: number;
 }
 
 /** Called once per IO with its tag and the total bytes transferred, or -errno. */
@@ -66,6 +74,9 @@ export class AioEngine {
   readonly stats: AioStats;
   /** The poller behind poll()/wait(); a dispatcher with more sources may use its own. */
   readonly poller: AdaptivePoller;
+
+  /** Most iocbs per io_submit call (see AioEngineOptions.maxSubmit). */
+  readonly maxSubmit: number;
 
   private ctx: number;
   private readonly onComplete: AioCompletion;
@@ -101,6 +112,8 @@ export class AioEngine {
     this.stats = opts.stats ?? new AioStats();
     this.poller = new AdaptivePoller(opts.pollMaxNs ?? 0, this.stats);
     this.reapAfterSubmit = opts.reapAfterSubmit ?? true;
+    this.maxSubmit = opts.maxSubmit ?? depth;
+    if (!(this.maxSubmit >= 1)) throw new RangeError(`AioEngine maxSubmit must be ≥ 1, not ${opts.maxSubmit}`);
 
     const ctxp = new BigUint64Array(1);
     const r = native.io_setup(nrEvents, ctxp);
@@ -284,7 +297,7 @@ export class AioEngine {
     const c = this.stats.c;
     let submitted = 0;
     while (plug.count > 0) {
-      const n = plug.count;
+      const n = plug.count < this.maxSubmit ? plug.count : this.maxSubmit;
       const r = native.io_submit(this.ctx, n, plug.head);
       c[Counter.SUBMITS]++;
       if (r > 0) {
@@ -329,20 +342,23 @@ export class AioEngine {
   }
 
   /**
-   * Dispatches a batch of n events just collected, then resubmits what they
-   * queued and, with the ring, goes on while the ring has more.
+   * Dispatches a batch of n events just collected and whatever the ring got
+   * meanwhile (QEMU's "goto more"), then submits what the callbacks queued
+   * (and what EAGAIN held back) and, with reapAfterSubmit, peeks again.
    */
   private drain(n: number): number {
+    const ring = this.userspaceReap ? this.ring : null;
     let total = 0;
-    while (n > 0) {
-      this.batchPos = 0;
-      this.batchLen = n;
-      total += this.dispatch();
-      if (this.plug.count > 0) this.submit();
-      if (!this.userspaceReap) break;
-      n = this.ring!.reap(this.evTags, this.evRes);
+    for (;;) {
+      while (n > 0) {
+        this.batchPos = 0;
+        this.batchLen = n;
+        total += this.dispatch();
+        n = ring !== null ? ring.reap(this.evTags, this.evRes) : 0;
+      }
+      if (this.plug.count === 0 || this.submit() === 0 || !this.reapAfterSubmit) return total;
+      n = ring !== null ? ring.reap(this.evTags, this.evRes) : this.getevents(0, this.zeroTimeout);
     }
-    return total;
   }
 
   private dispatch(): number {
@@ -350,6 +366,8 @@ export class AioEngine {
     while (this.batchPos < this.batchLen) {
       const i = this.batchPos++;
       this.event(this.evTags[i], this.evRes[i]);
+      // With a small maxSubmit, kick the device as soon as a chunk is ready.
+      if (this.plug.count >= this.maxSubmit) this.submit();
     }
     this.batchLen = this.batchPos = 0;
     return n;

@@ -329,7 +329,7 @@ function tests(dir: string): void {
     t.ok(s.pollNs > 0 && s.pollNs <= 2_000_000, `poll time adapted to ${s.pollNs} ns`);
   });
 
-  t.test('9 property: any mix of ops, sizes, offsets, depths and EAGAIN completes each IO once, with its data', async (t) => {
+  t.test('9 property: any mix of ops, sizes, offsets, depths, batch sizes and EAGAIN completes each IO once, with its data', async (t) => {
     const REGION = 16 * KiB; // each tag owns a region, so IOs in flight never overlap
     const op = fc.oneof(
       fc.record({ k: fc.constant('read' as const), pick: fc.nat(), sector: fc.nat(31), sectors: fc.integer({ min: 1, max: 32 }) }),
@@ -346,8 +346,9 @@ function tests(dir: string): void {
       fc.constantFrom(1, 16, 64, 0),
       fc.boolean(),
       fc.boolean(),
+      fc.constantFrom(undefined, 1, 2, 5),
       fc.array(op, { maxLength: 40 }),
-      (depth, nrEvents, userspaceReap, reapAfterSubmit, ops) => {
+      (depth, nrEvents, userspaceReap, reapAfterSubmit, maxSubmit, ops) => {
         const size = depth * REGION;
         const { fd, path } = directFile(t, size);
         const buf = NativeMemory.aligned(size);
@@ -360,7 +361,8 @@ function tests(dir: string): void {
         let issued = 0;
         let completed = 0;
         let seed = 1;
-        const e = new AioEngine({ depth, nrEvents: nrEvents === 0 ? depth : nrEvents, userspaceReap, reapAfterSubmit }, (tag, res) => {
+        const opts = { depth, nrEvents: nrEvents === 0 ? depth : nrEvents, userspaceReap, reapAfterSubmit, maxSubmit };
+        const e = new AioEngine(opts, (tag, res) => {
           if (kind[tag] === 0) throw new Error(`tag ${tag} completed but was not outstanding`);
           if (res !== expect[tag]) throw new Error(`tag ${tag} completed with ${res}, expected ${expect[tag]}`);
           const at = tag * REGION;
