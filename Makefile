@@ -1,0 +1,44 @@
+# ublk-ts — see README.md. Every target builds what it needs first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+DEPS := node_modules/.deps-stamp
+BUILD := dist/.build-stamp
+SOURCES := $(shell find src tests bench examples -name '*.ts' 2>/dev/null) tsconfig.json
+
+$(DEPS): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(BUILD): $(DEPS) $(SOURCES)
+	npx tsc -p .
+	@touch $@
+
+.PHONY: build test test-host test-vm demo bench bench-aio bench-ublk clean
+
+build: $(BUILD)
+
+# Unit and host tests here, ublk tests in the VM (or natively with ublk_drv);
+# ends with one "N passed, N failed, N skipped" line for the whole suite.
+test: build
+	tests/run-all
+
+test-host: build
+	tests/run-all --host-only
+
+test-vm: build
+	tests/run-all --vm-only
+
+demo: build
+	tests/vm/ublk-env run -- demo/demo.sh
+
+bench: bench-aio bench-ublk
+
+bench-aio: build
+	bench/aio/run
+
+bench-ublk: build
+	tests/vm/ublk-env run --disk 2048 -- bench/ublk/run
+
+clean:
+	rm -rf dist .tap

@@ -1,0 +1,170 @@
+/**
+ * The one module that loads koffi. Everything else in the project sees the
+ * typed functions exported here (and the thin wrappers in this folder).
+ *
+ * Conventions: addresses are JS numbers (user addresses on x86_64 fit in 47
+ * bits, so a number is exact and keeps BigInt out of hot loops); functions
+ * named after syscalls return the kernel's result, `-errno` on failure, and
+ * never throw — the wrappers in file.ts, memory.ts … turn the exceptional
+ * ones into SysError.
+ */
+import { createRequire } from 'node:module';
+import type * as Koffi from 'koffi';
+
+const koffi = createRequire(import.meta.url)('koffi') as typeof Koffi;
+const libc = koffi.load('libc.so.6');
+
+// x86_64 syscall numbers (arch/x86/entry/syscalls/syscall_64.tbl).
+const SYS_io_setup = 206;
+const SYS_io_destroy = 207;
+const SYS_io_getevents = 208;
+const SYS_io_submit = 209;
+const SYS_io_uring_setup = 425;
+const SYS_io_uring_enter = 426;
+const SYS_io_uring_register = 427;
+
+// Fixed-arity views of the variadic syscall(2): koffi's variadic calls cost
+// about twice as much (koffi-notes §1), and glibc's syscall() ignores %al.
+const syscall1 = libc.func('syscall', 'long', ['long', 'long']);
+const syscall2p = libc.func('syscall', 'long', ['long', 'long', 'void *']);
+const syscall3 = libc.func('syscall', 'long', ['long', 'long', 'long', 'long']);
+const syscall5pp = libc.func('syscall', 'long', ['long', 'long', 'long', 'long', 'void *', 'void *']);
+const syscall_enter = libc.func('syscall', 'long', ['long', 'int', 'uint', 'uint', 'uint', 'void *', 'size_t']);
+const syscall_register = libc.func('syscall', 'long', ['long', 'int', 'uint', 'void *', 'uint']);
+
+const c_open = libc.func('int open(const char *path, int flags, ...)');
+const c_close = libc.func('int close(int fd)');
+const c_read = libc.func('long read(int fd, void *buf, size_t count)');
+const c_write = libc.func('long write(int fd, const void *buf, size_t count)');
+const c_pread = libc.func('long pread64(int fd, void *buf, size_t count, int64_t offset)');
+const c_pwrite = libc.func('long pwrite64(int fd, const void *buf, size_t count, int64_t offset)');
+const c_fsync = libc.func('int fsync(int fd)');
+const c_fdatasync = libc.func('int fdatasync(int fd)');
+const c_fallocate = libc.func('int fallocate64(int fd, int mode, int64_t offset, int64_t len)');
+const c_ftruncate = libc.func('int ftruncate64(int fd, int64_t length)');
+const c_ioctl = libc.func('int ioctl(int fd, unsigned long request, void *arg)');
+const c_mmap = libc.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)');
+const c_munmap = libc.func('int munmap(void *addr, size_t length)');
+const c_posix_memalign = libc.func('int posix_memalign(_Out_ void **memptr, size_t alignment, size_t size)');
+const c_free = libc.func('void free(void *ptr)');
+const c_eventfd = libc.func('int eventfd(unsigned int initval, int flags)');
+const c_strerror = libc.func('const char *strerror(int errnum)');
+const c_flock = libc.func('int flock(int fd, int operation)');
+
+/** A pointer argument: an address, or JS memory whose data pointer koffi passes without copying. */
+export type Ptr = number | bigint | ArrayBufferView | ArrayBuffer | null;
+
+function res(r: number | bigint): number {
+  // A `long` return is a JS number within ±2^53 (koffi-notes §1).
+  const n = Number(r);
+  return n < 0 ? -koffi.errno() : n;
+}
+
+export function strerror(errno: number): string {
+  return c_strerror(errno) as string;
+}
+
+/** An external ArrayBuffer over native memory (no copy, no finalizer). Costs ~2 µs: create once. */
+export function view(addr: number | bigint, length: number): ArrayBuffer {
+  return koffi.view(BigInt(addr), length);
+}
+
+/** The address of JS-owned memory (a Buffer, TypedArray or ArrayBuffer). */
+export function addressOf(mem: ArrayBufferView | ArrayBuffer): number {
+  return Number(koffi.address(mem));
+}
+
+export function open(path: string, flags: number, mode: number): number {
+  return res(c_open(path, flags, 'int', mode));
+}
+export function close(fd: number): number {
+  return res(c_close(fd));
+}
+export function read(fd: number, buf: Ptr, count: number): number {
+  return res(c_read(fd, buf, count));
+}
+export function write(fd: number, buf: Ptr, count: number): number {
+  return res(c_write(fd, buf, count));
+}
+export function pread(fd: number, buf: Ptr, count: number, offset: number): number {
+  return res(c_pread(fd, buf, count, offset));
+}
+export function pwrite(fd: number, buf: Ptr, count: number, offset: number): number {
+  return res(c_pwrite(fd, buf, count, offset));
+}
+export function fsync(fd: number): number {
+  return res(c_fsync(fd));
+}
+export function fdatasync(fd: number): number {
+  return res(c_fdatasync(fd));
+}
+export function fallocate(fd: number, mode: number, offset: number, len: number): number {
+  return res(c_fallocate(fd, mode, offset, len));
+}
+export function ftruncate(fd: number, length: number): number {
+  return res(c_ftruncate(fd, length));
+}
+export function ioctl(fd: number, request: number, arg: Ptr): number {
+  return res(c_ioctl(fd, request, arg));
+}
+export function flock(fd: number, operation: number): number {
+  return res(c_flock(fd, operation));
+}
+export function eventfd(initval: number, flags: number): number {
+  return res(c_eventfd(initval, flags));
+}
+
+/** mmap(2); returns the address, or -errno (MAP_FAILED is all ones in koffi 3). */
+export function mmap(length: number, prot: number, flags: number, fd: number, offset: number): number {
+  const p = c_mmap(null, length, prot, flags, fd, offset) as bigint;
+  if (p === 0xffffffffffffffffn) return -koffi.errno();
+  return Number(p);
+}
+export function munmap(addr: number, length: number): number {
+  return res(c_munmap(addr, length));
+}
+
+/** posix_memalign(3); returns the address, or -errno. */
+export function posixMemalign(alignment: number, size: number): number {
+  const out: [bigint | null] = [null];
+  const err = c_posix_memalign(out, alignment, size) as number;
+  if (err !== 0) return -err;
+  return Number(out[0]);
+}
+export function free(addr: number): void {
+  c_free(addr);
+}
+
+// Kernel AIO (include/uapi/linux/aio_abi.h); `ctx` is the aio_ring address.
+export function io_setup(nrEvents: number, ctxp: BigUint64Array): number {
+  return res(syscall2p(SYS_io_setup, nrEvents, ctxp));
+}
+export function io_destroy(ctx: number): number {
+  return res(syscall1(SYS_io_destroy, ctx));
+}
+export function io_submit(ctx: number, nr: number, iocbpp: number): number {
+  return res(syscall3(SYS_io_submit, ctx, nr, iocbpp));
+}
+export function io_getevents(ctx: number, minNr: number, nr: number, events: number, timeout: Ptr): number {
+  return res(syscall5pp(SYS_io_getevents, ctx, minNr, nr, events, timeout));
+}
+
+// io_uring (include/uapi/linux/io_uring.h).
+export function io_uring_setup(entries: number, params: Uint8Array): number {
+  return res(syscall2p(SYS_io_uring_setup, entries, params));
+}
+export function io_uring_enter(fd: number, toSubmit: number, minComplete: number, flags: number): number {
+  return res(syscall_enter(SYS_io_uring_enter, fd, toSubmit, minComplete, flags, null, 0));
+}
+export function io_uring_register(fd: number, opcode: number, arg: Ptr, nrArgs: number): number {
+  return res(syscall_register(SYS_io_uring_register, fd, opcode, arg, nrArgs));
+}
+
+/**
+ * Calls `onReadable` whenever `fd` polls readable, on this thread's event
+ * loop (a libuv poll handle inside koffi). Returns a function that stops it.
+ */
+export function pollReadable(fd: number, onReadable: () => void): { close(): void; unref(): void; ref(): void } {
+  // koffi 3.3.4 calls back with (status, events), not the (events) its .d.ts says (koffi-notes pitfall 6).
+  return koffi.node.poll(fd, { readable: true }, onReadable as never);
+}

@@ -1,0 +1,88 @@
+/**
+ * SQE builders in the manner of liburing's io_uring_prep_*: each fills one
+ * SQE (an index from IoUring.getSqe(), already zeroed) and does nothing else.
+ * 64-bit fields are written as two u32 halves so numbers never become BigInt.
+ */
+import type { IoUring } from './ring.js';
+import {
+  IORING_OP_FALLOCATE,
+  IORING_OP_FSYNC,
+  IORING_OP_NOP,
+  IORING_OP_POLL_ADD,
+  IORING_OP_READ,
+  IORING_OP_URING_CMD,
+  IORING_OP_WRITE,
+} from './constants.js';
+import { io_uring_sqe as S } from './layout.js';
+
+const TWO32 = 0x100000000;
+
+/** Writes a non-negative (or -1) integer below 2^53 as a little-endian u64 at u32 index w. */
+export function putU64(u32: Uint32Array, w: number, v: number): void {
+  u32[w] = v >>> 0;
+  u32[w + 1] = Math.floor(v / TWO32) >>> 0;
+}
+
+function prepRw(ring: IoUring, sqe: number, op: number, fd: number, addr: number, len: number, off: number): number {
+  const w = sqe * ring.sqeWords;
+  const u32 = ring.sqe32;
+  ring.sqe8[w << 2] = op;
+  u32[w + (S.fd >> 2)] = fd;
+  putU64(u32, w + (S.off >> 2), off);
+  putU64(u32, w + (S.addr >> 2), addr);
+  u32[w + (S.len >> 2)] = len;
+  return w;
+}
+
+/** sqe.user_data = hi:lo. */
+export function sqeSetData(ring: IoUring, sqe: number, lo: number, hi: number): void {
+  const w = sqe * ring.sqeWords + (S.user_data >> 2);
+  ring.sqe32[w] = lo;
+  ring.sqe32[w + 1] = hi;
+}
+
+/** sqe.flags (IOSQE_*). */
+export function sqeSetFlags(ring: IoUring, sqe: number, flags: number): void {
+  ring.sqe8[sqe * ring.sqeSize + S.flags] = flags;
+}
+
+export function prepNop(ring: IoUring, sqe: number): void {
+  prepRw(ring, sqe, IORING_OP_NOP, -1, 0, 0, 0);
+}
+
+export function prepRead(ring: IoUring, sqe: number, fd: number, addr: number, len: number, offset: number): void {
+  prepRw(ring, sqe, IORING_OP_READ, fd, addr, len, offset);
+}
+
+/** rwFlags: RWF_* (RWF_DSYNC for a FUA write). */
+export function prepWrite(ring: IoUring, sqe: number, fd: number, addr: number, len: number, offset: number, rwFlags = 0): void {
+  const w = prepRw(ring, sqe, IORING_OP_WRITE, fd, addr, len, offset);
+  ring.sqe32[w + (S.rw_flags >> 2)] = rwFlags;
+}
+
+/** fsyncFlags: IORING_FSYNC_DATASYNC for fdatasync. */
+export function prepFsync(ring: IoUring, sqe: number, fd: number, fsyncFlags = 0): void {
+  const w = prepRw(ring, sqe, IORING_OP_FSYNC, fd, 0, 0, 0);
+  ring.sqe32[w + (S.rw_flags >> 2)] = fsyncFlags;
+}
+
+/** fallocate(fd, mode, offset, len): liburing puts len in addr and mode in len. */
+export function prepFallocate(ring: IoUring, sqe: number, fd: number, mode: number, offset: number, len: number): void {
+  prepRw(ring, sqe, IORING_OP_FALLOCATE, fd, len, mode, offset);
+}
+
+/** One-shot poll for `events` (POLLIN …) on fd. */
+export function prepPollAdd(ring: IoUring, sqe: number, fd: number, events: number): void {
+  const w = prepRw(ring, sqe, IORING_OP_POLL_ADD, fd, 0, 0, 0);
+  ring.sqe32[w + (S.rw_flags >> 2)] = events;
+}
+
+/**
+ * IORING_OP_URING_CMD with sqe.cmd_op; returns the u32 index of sqe.cmd[]
+ * (16 bytes in a 64-byte SQE, 80 with SQE128) for the caller's payload.
+ */
+export function prepUringCmd(ring: IoUring, sqe: number, fd: number, cmdOp: number): number {
+  const w = prepRw(ring, sqe, IORING_OP_URING_CMD, fd, 0, 0, 0);
+  ring.sqe32[w + (S.off >> 2)] = cmdOp;
+  return w + (S.cmd >> 2);
+}
