@@ -1,0 +1,84 @@
+// The native layer against the real kernel: errors, files, memory, eventfd.
+import t from 'tap';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SysError } from '../../src/sys/error.js';
+import { EventFd } from '../../src/sys/eventfd.js';
+import * as file from '../../src/sys/file.js';
+import { NativeMemory } from '../../src/sys/memory.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'ublk-sys-'));
+t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+
+t.test('a failed open is a SysError shaped like Node SystemError', async (t) => {
+  const path = join(dir, 'missing');
+  const err = t.throws(() => file.open(path, file.O_RDONLY)) as SysError;
+  t.ok(err instanceof SysError);
+  t.equal(err.code, 'ENOENT');
+  t.equal(err.errno, -2);
+  t.equal(err.syscall, 'open');
+  t.equal(err.path, path);
+  t.equal(err.message, `open '${path}': No such file or directory`);
+});
+
+t.test('pwrite/pread/fsync/ftruncate/fstat on a file', async (t) => {
+  const path = join(dir, 'data');
+  const fd = file.open(path, file.O_RDWR | file.O_CREAT);
+  t.teardown(() => file.close(fd));
+  const out = Buffer.from('hello, block device');
+  t.equal(file.pwrite(fd, out, out.length, 4096), out.length);
+  file.fdatasync(fd);
+  file.fsync(fd);
+  const back = Buffer.alloc(out.length);
+  t.equal(file.pread(fd, back, back.length, 4096), out.length);
+  t.same(back, out);
+  t.equal(file.pread(fd, back, back.length, 1 << 20), 0, 'reading past the end reads nothing');
+  t.equal(file.fstat(fd).size, 4096 + out.length);
+  file.ftruncate(fd, 8192);
+  const st = file.fstat(fd);
+  t.equal(st.size, 8192);
+  t.ok(st.isFile);
+  t.notOk(st.isBlockDevice);
+});
+
+t.test('fallocate punches a hole that reads back as zeros', async (t) => {
+  const path = join(dir, 'holes');
+  writeFileSync(path, Buffer.alloc(1 << 20, 0xab));
+  const fd = file.open(path, file.O_RDWR);
+  t.teardown(() => file.close(fd));
+  file.fallocate(fd, file.FALLOC_FL_PUNCH_HOLE | file.FALLOC_FL_KEEP_SIZE, 65536, 65536);
+  const back = Buffer.alloc(65536);
+  file.pread(fd, back, back.length, 65536);
+  t.ok(back.every((b) => b === 0));
+  t.equal(file.fstat(fd).size, 1 << 20, 'KEEP_SIZE keeps the size');
+});
+
+t.test('ioctl on something that is not a block device fails with ENOTTY', async (t) => {
+  const fd = file.open('/dev/null', file.O_RDONLY);
+  t.teardown(() => file.close(fd));
+  const err = t.throws(() => file.blockDeviceSize(fd, '/dev/null')) as SysError;
+  t.equal(err.code, 'ENOTTY');
+  t.equal(err.syscall, 'ioctl');
+});
+
+t.test('aligned native memory is aligned, zeroed and viewable', async (t) => {
+  const mem = NativeMemory.aligned(3 * 4096, 4096);
+  t.teardown(() => mem.free());
+  t.equal(mem.addr % 4096, 0);
+  const u8 = new Uint8Array(mem.buffer);
+  t.equal(u8.length, 3 * 4096);
+  t.ok(u8.every((b) => b === 0));
+  u8[100] = 7;
+  t.equal(new Uint8Array(mem.buffer)[100], 7, 'views alias the same memory');
+});
+
+t.test('eventfd counts signals and drains to zero', async (t) => {
+  const efd = new EventFd();
+  t.teardown(() => efd.close());
+  t.equal(efd.drain(), 0, 'a fresh non-blocking eventfd reads as 0');
+  efd.signal();
+  efd.signal(2);
+  t.equal(efd.drain(), 3);
+  t.equal(efd.drain(), 0);
+});
