@@ -5,7 +5,7 @@
  *
  *   node dist/bench/aio/engine-run.js FILE --qd 32 --seconds 12
  *        [--reap ring|getevents] [--no-reap-after-submit] [--poll-max-ns N]
- *        [--max-submit N] [--ramp 1]
+ *        [--max-submit N] [--ramp 1] [--buffered]
  */
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
@@ -24,6 +24,7 @@ const { values, positionals } = parseArgs({
     'poll-max-ns': { type: 'string', default: '0' },
     bs: { type: 'string', default: '4096' },
     'max-submit': { type: 'string', default: '1073741824' },
+    buffered: { type: 'boolean', default: false },
   },
 });
 const path = positionals[0];
@@ -33,7 +34,7 @@ const bs = Number(values.bs);
 const seconds = Number(values.seconds);
 const rampMs = Number(values.ramp) * 1000;
 
-const fd = file.open(path, file.O_RDONLY | file.O_DIRECT);
+const fd = file.open(path, values.buffered ? file.O_RDONLY : file.O_RDONLY | file.O_DIRECT);
 const blocks = Math.floor(file.fstat(fd, path).size / bs);
 const buf = NativeMemory.aligned(qd * bs);
 

@@ -3,7 +3,9 @@
  * this engine reaping the aio_ring in userspace, this engine with
  * io_getevents, and fio's libaio engine with and without userspace_reap,
  * each run in its own process, interleaved so drift in the (shared,
- * virtual) disk hits every variant alike. Prints the table, the
+ * virtual) disk hits every variant alike; then one buffered pair on the
+ * page-cache-hot file, which measures the software path alone (the last two
+ * rows, their ratio against the buffered fio row). Prints the table, the
  * completions-per-reap percentiles, and last the QD32 ratio line.
  *
  *   node dist/bench/aio/main.js FILE [--seconds 10] [--rounds 2]
@@ -64,7 +66,7 @@ function engine(name: string, how: string, args: string[]): Variant {
   };
 }
 
-function fio(name: string, how: string, args: (qd: number) => string[]): Variant {
+function fio(name: string, how: string, args: (qd: number) => string[], direct = true): Variant {
   return {
     name,
     how,
@@ -77,7 +79,8 @@ function fio(name: string, how: string, args: (qd: number) => string[]): Variant
           '--size=1G',
           '--rw=randread',
           '--bs=4k',
-          '--direct=1',
+          `--direct=${direct ? 1 : 0}`,
+          '--invalidate=0', // keep the page cache the buffered rows rely on
           '--ioengine=libaio',
           `--iodepth=${qd}`,
           '--time_based',
@@ -126,6 +129,17 @@ const fioUr = fio('fio libaio userspace_reap', 'userspace_reap=1, iodepth_batch_
   `--iodepth_batch_complete_max=${qd}`,
 ]);
 
+// The software path alone: the file hot in the page cache and read without
+// O_DIRECT, so io_submit copies inline and the disk is out of the picture.
+const ringBuffered = engine('aio-engine aio_ring, buffered', `page cache, adaptive poll ≤ ${Number(pollMaxNs) / 1000} µs, whole plug`, [
+  '--reap', 'ring', ...poll, '--buffered',
+]);
+const fioUrBuffered = fio('fio userspace_reap, buffered', 'page cache, as fio libaio userspace_reap', (qd) => [
+  '--userspace_reap=1',
+  '--iodepth_batch_complete_min=0',
+  `--iodepth_batch_complete_max=${qd}`,
+], false);
+
 const results = new Map<string, Result[]>();
 function measure(qd: number, v: Variant): void {
   const key = `${qd} ${v.name}`;
@@ -140,6 +154,10 @@ for (let i = 0; i < rounds; i++) order.push([32, fioUr], [32, ring]);
 order.push([32, fioPlain], [32, getevents], [32, ringWholePlug], [32, noRas]);
 order.push([1, fioUr], [1, ring], [1, fioPlain], [1, getevents]);
 for (const [qd, v] of order) measure(qd, v);
+process.stderr.write('bench-aio: reading the file into the page cache…\n');
+execFileSync('dd', [`if=${path}`, 'of=/dev/null', 'bs=1M', 'status=none']);
+measure(32, fioUrBuffered);
+measure(32, ringBuffered);
 
 function mean(qd: number, v: Variant): Result {
   const rs = results.get(`${qd} ${v.name}`)!;
@@ -166,8 +184,20 @@ for (const qd of [32, 1]) {
     );
   }
 }
+console.log('software path: file in the page cache, no O_DIRECT (ratio against the buffered fio row)');
+{
+  const ref = mean(32, fioUrBuffered).iops;
+  for (const v of [ringBuffered, fioUrBuffered]) {
+    const r = mean(32, v);
+    console.log(
+      `${pad('32', 4)}${pad(v.name, 36)}${lpad(k(r.iops), 9)}${lpad(r.meanUs.toFixed(0), 10)}${lpad(r.p99Us.toFixed(0), 9)}${lpad(r.cpuPct.toFixed(0), 8)}${lpad((r.iops / ref).toFixed(2), 11)}`,
+    );
+  }
+}
 console.log('');
-for (const v of [ring, ringWholePlug, noRas, getevents, fioUr, fioPlain]) console.log(`  ${pad(v.name, 34)}${v.how}`);
+for (const v of [ring, ringWholePlug, noRas, getevents, fioUr, fioPlain, ringBuffered, fioUrBuffered]) {
+  console.log(`  ${pad(v.name, 34)}${v.how}`);
+}
 console.log('');
 console.log(`completions per reap, QD32 (percentiles as in seed 000)`);
 console.log(`${pad('', 26)}${REAP_PERCENTILES.map((p) => lpad(String(p), 6)).join('')}`);

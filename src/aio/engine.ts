@@ -155,21 +155,21 @@ export class AioEngine {
 
   /** Queues a read of `len` bytes at `offset` into `bufAddr`. No system call. */
   read(tag: number, fd: number, bufAddr: number, len: number, offset: number, rwFlags = 0): void {
-    this.claim(tag, len);
+    this.claim(tag, len, offset);
     this.table.prepRw(tag, IOCB_CMD_PREAD, fd, bufAddr, len, offset, rwFlags);
     this.plug.push(tag);
   }
 
   /** Queues a write; pass RWF_DSYNC for FUA. No system call. */
   write(tag: number, fd: number, bufAddr: number, len: number, offset: number, rwFlags = 0): void {
-    this.claim(tag, len);
+    this.claim(tag, len, offset);
     this.table.prepRw(tag, IOCB_CMD_PWRITE, fd, bufAddr, len, offset, rwFlags);
     this.plug.push(tag);
   }
 
   /** Queues an IOCB_CMD_FDSYNC (a FLUSH). No system call. */
   fdsync(tag: number, fd: number): void {
-    this.claim(tag, 0);
+    this.claim(tag, 0, 0);
     this.table.prepSync(tag, IOCB_CMD_FDSYNC, fd);
     this.plug.push(tag);
   }
@@ -200,11 +200,10 @@ export class AioEngine {
     let total = 0;
     try {
       total = this.dispatch(); // left over if an onComplete threw
-      total += this.drain(this.userspaceReap ? this.ring!.reap(this.evTags, this.evRes) : this.getevents(0, this.zeroTimeout));
+      total += this.drain(this.collect());
     } finally {
       this.reaping = false;
     }
-    this.stats.reaped(total);
     return total;
   }
 
@@ -236,12 +235,12 @@ export class AioEngine {
     let total = 0;
     try {
       const n = this.getevents(1, null);
+      this.stats.reaped(n);
       this.poller.blocked();
       total = this.drain(n);
     } finally {
       this.reaping = false;
     }
-    this.stats.reaped(total);
     return total;
   }
 
@@ -271,10 +270,11 @@ export class AioEngine {
     if (r < 0) throw new SysError('io_destroy', -r);
   }
 
-  private claim(tag: number, len: number): void {
+  private claim(tag: number, len: number, offset: number): void {
     // One compare covers "busy", "out of range" and "not an integer" (undefined !== FREE).
     if (this.state[tag] !== FREE) this.badTag(tag);
     if (!(len >= 0 && len <= AIO_MAX_IO_BYTES)) throw new RangeError(`AioEngine: IO length ${len} out of range`);
+    if (!(offset >= 0 && offset <= Number.MAX_SAFE_INTEGER)) throw new RangeError(`AioEngine: offset ${offset} out of range`);
     if (this.ctx === 0) this.alive();
     this.state[tag] = QUEUED;
     this.done[tag] = 0;
@@ -325,6 +325,13 @@ export class AioEngine {
     return submitted;
   }
 
+  /** Collects the completions there now (ring, or io_getevents with a zero timeout) into the batch arrays. */
+  private collect(): number {
+    const n = this.userspaceReap ? this.ring!.reap(this.evTags, this.evRes) : this.getevents(0, this.zeroTimeout);
+    this.stats.reaped(n);
+    return n;
+  }
+
   /** io_getevents into the batch arrays; min 0 with a zero timeout polls, min 1 with null blocks. */
   private getevents(min: number, timeout: number | null): number {
     let r: number;
@@ -345,19 +352,21 @@ export class AioEngine {
    * Dispatches a batch of n events just collected and whatever the ring got
    * meanwhile (QEMU's "goto more"), then submits what the callbacks queued
    * (and what EAGAIN held back) and, with reapAfterSubmit, peeks again.
+   * Stops looking after `depth` events, so a device that completes inside
+   * io_submit (page cache, null) cannot keep one call going forever.
    */
   private drain(n: number): number {
-    const ring = this.userspaceReap ? this.ring : null;
+    const limit = this.depth;
     let total = 0;
     for (;;) {
       while (n > 0) {
         this.batchPos = 0;
         this.batchLen = n;
         total += this.dispatch();
-        n = ring !== null ? ring.reap(this.evTags, this.evRes) : 0;
+        n = this.userspaceReap && total < limit ? this.collect() : 0;
       }
-      if (this.plug.count === 0 || this.submit() === 0 || !this.reapAfterSubmit) return total;
-      n = ring !== null ? ring.reap(this.evTags, this.evRes) : this.getevents(0, this.zeroTimeout);
+      if (this.plug.count === 0 || this.submit() === 0 || !this.reapAfterSubmit || total >= limit) return total;
+      n = this.collect(); // seed 000: fast devices complete during io_submit
     }
   }
 

@@ -16,8 +16,8 @@ export const enum Counter {
   EAGAINS, // io_submit calls that returned -EAGAIN
   PARTIAL_SUBMITS, // io_submit calls that took only part of the batch
   SHORT_IOS, // short reads/writes whose remainder was resubmitted
-  REAPS, // reaps that found completions
-  EMPTY_REAPS, // reaps that found none
+  REAPS, // looks at the ring (or io_getevents calls) that found completions
+  EMPTY_REAPS, // looks that found none
   GETEVENTS, // io_getevents calls
   POLL_HITS, // adaptive polls that found work
   POLL_MISSES, // adaptive polls that timed out
@@ -25,7 +25,11 @@ export const enum Counter {
   COUNT,
 }
 
-/** Completions-per-reap histogram: exact buckets 1..HIST_MAX, then one overflow bucket. */
+/**
+ * Completions-per-reap histogram, as seed 000 counts them: how many events
+ * one look at the ring (or one io_getevents) found. Exact buckets
+ * 1..HIST_MAX, then one overflow bucket.
+ */
 export const HIST_MAX = 4096;
 
 /** Seed 000's percentiles of completions per reap. */
@@ -64,7 +68,7 @@ export class AioStats {
     this.hist = new Float64Array(this.buffer, Counter.COUNT * 8, HIST_MAX + 2);
   }
 
-  /** Records one reap that processed n completions. */
+  /** Records one look at the ring (or one io_getevents) that found n completions. */
   reaped(n: number): void {
     if (n === 0) {
       this.c[Counter.EMPTY_REAPS]++;
