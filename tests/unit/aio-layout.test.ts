@@ -22,6 +22,7 @@ import {
   io_event,
   iocb,
 } from '../../src/aio/iocb.js';
+import { ringUsable } from '../../src/aio/ring.js';
 
 t.test('1 struct iocb is 64 bytes with the uapi offsets', async (t) => {
   t.same(
@@ -74,4 +75,13 @@ t.test('4 opcodes and flags match aio_abi.h and fs.h', async (t) => {
   );
   t.same([IOCB_FLAG_RESFD, IOCB_FLAG_IOPRIO], [1, 2]);
   t.same([RWF_HIPRI, RWF_DSYNC, RWF_SYNC, RWF_NOWAIT], [1, 2, 4, 8]);
+});
+
+t.test('5 the userspace reaper only trusts a ring header it knows, else io_getevents', async (t) => {
+  const good = { id: 0, nr: 383, head: 0, tail: 0, magic: AIO_RING_MAGIC, compat_features: 1, incompat_features: 0, header_length: 32 };
+  t.equal(ringUsable(good), true, 'what io_setup(128) gives on 6.x');
+  t.equal(ringUsable({ ...good, magic: 0 }), false, 'wrong magic');
+  t.equal(ringUsable({ ...good, incompat_features: 1 }), false, 'a feature that changes the layout');
+  t.equal(ringUsable({ ...good, header_length: 64 }), false, 'a longer header moves the events');
+  t.equal(ringUsable({ ...good, nr: 0 }), false, 'no events');
 });
