@@ -89,6 +89,8 @@ export class AioEngine {
   private readonly done: Float64Array;
   private nInFlight = 0;
   private reaping = false;
+  /** io_submit said EAGAIN and no completion has been consumed since. */
+  private eagain = false;
   // The batch being dispatched: copied out of the ring (or io_getevents'
   // array) before the callbacks run, so a callback may submit and flush.
   private readonly evTags: Int32Array;
@@ -236,6 +238,7 @@ export class AioEngine {
     try {
       const n = this.getevents(1, null);
       this.stats.reaped(n);
+      this.eagain = false;
       this.poller.blocked();
       total = this.drain(n);
     } finally {
@@ -314,6 +317,7 @@ export class AioEngine {
         // No request slots until completions are reaped (seed 002): keep the
         // plug, reap() flushes it again.
         c[Counter.EAGAINS]++;
+        this.eagain = true;
         break;
       }
       // -errno for the first iocb (EBADF, EINVAL, EFAULT…). EAGAIN with
@@ -329,6 +333,7 @@ export class AioEngine {
   private collect(): number {
     const n = this.userspaceReap ? this.ring!.reap(this.evTags, this.evRes) : this.getevents(0, this.zeroTimeout);
     this.stats.reaped(n);
+    if (n > 0) this.eagain = false; // consumed events give request slots back
     return n;
   }
 
@@ -376,7 +381,7 @@ export class AioEngine {
       const i = this.batchPos++;
       this.event(this.evTags[i], this.evRes[i]);
       // With a small maxSubmit, kick the device as soon as a chunk is ready.
-      if (this.plug.count >= this.maxSubmit) this.submit();
+      if (this.plug.count >= this.maxSubmit && !this.eagain) this.submit();
     }
     this.batchLen = this.batchPos = 0;
     return n;
