@@ -1,0 +1,99 @@
+/**
+ * What serves the IO. A target is a handful of functions, as in ublksrv and
+ * kublk: `open` (daemon main thread: check options, open the backing,
+ * describe the device) and `createQueue` (each queue's worker thread: serve
+ * requests). Targets live in modules so a worker thread can load them by
+ * name (built-ins, see registry.ts) or by module URL (your own).
+ */
+import type { IoUring } from '../sys/uring/ring.js';
+
+/** The user_data high word of SQEs a target puts on the queue ring: the top bit routes their CQEs back to `onCqe`. */
+export const TARGET_USER_DATA = 0x80000000;
+
+/** A bad option or an unusable backing: one line for the user, no stack. */
+export class TargetError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TargetError';
+  }
+}
+
+/** How the target wants the block device to look (becomes ublk_params). */
+export interface TargetDescription {
+  /** Device size in bytes: a multiple of the logical block size. */
+  size: number;
+  /** 512 (default) … 4096. */
+  logicalBlockSize?: number;
+  /** Default 4096 (at least the logical block size). */
+  physicalBlockSize?: number;
+  readOnly?: boolean;
+  rotational?: boolean;
+  /** A write cache that FLUSH empties (UBLK_ATTR_VOLATILE_CACHE): the kernel then sends FLUSH. */
+  volatileCache?: boolean;
+  /** Honours FUA writes (UBLK_ATTR_FUA). */
+  fua?: boolean;
+  /** Supports DISCARD and WRITE_ZEROES with these limits (absent: neither is sent). */
+  discard?: { granularity: number; maxDiscardSectors: number; maxWriteZeroesSectors: number };
+  /** Shown by `ublk list` and kept in the state file (backing file, engine…). */
+  info?: Record<string, string | number | boolean>;
+  /** Handed to every queue's createQueue() (structured-cloned into the worker). */
+  queueData?: unknown;
+}
+
+/** What a queue worker gives its target. */
+export interface QueueContext {
+  readonly devId: number;
+  readonly qId: number;
+  readonly depth: number;
+  /** Bytes of each tag's buffer (the largest request). */
+  readonly maxIoSize: number;
+  /** The queue's io_uring, for targets that issue their own SQEs (user_data high word TARGET_USER_DATA | kind). */
+  readonly ring: IoUring;
+  /** Native address of tag's 4 KiB-aligned IO buffer: the kernel copies write data there before queueIo, read data from there after complete. */
+  bufferAddr(tag: number): number;
+  /** The same buffer as bytes (maxIoSize long, created once). */
+  buffer(tag: number): Uint8Array;
+  /** Ends request `tag` with bytes done or -errno. Exactly once per queueIo that returned undefined. */
+  complete(tag: number, res: number): void;
+  /** An SQE on the queue ring (submitting first if the SQ is full). */
+  getSqe(): number;
+}
+
+/** The server of one queue, living in that queue's worker thread. */
+export interface TargetQueue {
+  /**
+   * Serve one request: op is UBLK_IO_OP_*, flags UBLK_IO_F_*, offset and
+   * length in bytes. Return bytes or -errno to complete at once, undefined
+   * to complete later through ctx.complete(), or a promise of the result.
+   */
+  queueIo(tag: number, op: number, flags: number, offset: number, length: number): number | undefined | Promise<number>;
+  /** After a batch of requests was queued: submit what was plugged. */
+  flush?(): void;
+  /** Each loop turn: collect finished IO (and ctx.complete it). */
+  reap?(): void;
+  /** Cheap check for finished IO, for the adaptive poller. */
+  hasCompletions?(): boolean;
+  /** An eventfd that signals finished IO; the queue waits on it together with new requests. */
+  readonly eventFd?: number;
+  /** A CQE for an SQE this target put on the queue ring. */
+  onCqe?(lo: number, kind: number, res: number): void;
+  /** IO still in the target's hands (the queue drains it before exiting). */
+  inFlight?(): number;
+  close?(): void;
+}
+
+export interface Target<Options = Record<string, unknown>> {
+  readonly name: string;
+  /**
+   * True when queueIo never returns a promise: the queue thread may then
+   * block in io_uring_enter between batches (the fastest loop). Leave unset
+   * for targets that complete through promises or timers.
+   */
+  readonly sync?: boolean;
+  /** Daemon main thread: validate, open the backing, describe the device. Throw TargetError for bad input. */
+  open(options: Options): TargetDescription | Promise<TargetDescription>;
+  /** Queue worker thread: the per-queue server. */
+  createQueue(ctx: QueueContext, queueData: unknown): TargetQueue | Promise<TargetQueue>;
+  /** Daemon main thread, after the device is gone. */
+  close?(): void;
+}

@@ -1,0 +1,47 @@
+/** What every command checks and how it fails: one line on stderr, a non-zero exit. */
+import { readdirSync } from 'node:fs';
+import { InvalidArgumentError } from 'commander';
+import { UblkControl } from '../ublk/control.js';
+
+/** An error whose message is already the line to print. */
+export class CliError extends Error {
+  readonly exitCode: number;
+  constructor(message: string, exitCode = 1) {
+    super(message);
+    this.exitCode = exitCode;
+  }
+}
+
+export function requireRoot(): void {
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+    throw new CliError('must be run as root (ublk devices need CAP_SYS_ADMIN)');
+  }
+}
+
+/** Commander argument parser for an integer in [min, max]. */
+export function intArg(name: string, min: number, max: number): (v: string) => number {
+  return (v: string) => {
+    if (!/^-?\d+$/.test(v.trim())) throw new InvalidArgumentError(`${name} must be an integer, not '${v}'`);
+    const n = Number(v);
+    if (n < min || n > max) throw new InvalidArgumentError(`${name} must be between ${min} and ${max}, not ${n}`);
+    return n;
+  };
+}
+
+export async function withControl<T>(use: (ctrl: UblkControl) => Promise<T>): Promise<T> {
+  const ctrl = UblkControl.open();
+  try {
+    return await use(ctrl);
+  } finally {
+    ctrl.close();
+  }
+}
+
+/** Device ids the kernel knows, from the /dev/ublkc* nodes. */
+export function kernelDeviceIds(): number[] {
+  return readdirSync('/dev')
+    .map((f) => /^ublkc(\d+)$/.exec(f))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => Number(m[1]))
+    .sort((a, b) => a - b);
+}

@@ -1,0 +1,107 @@
+/**
+ * The `ublk` command line, in the conventions of ublksrv's `ublk` and rublk.
+ * Every failure is one line on stderr (`ublk: add: …`) and exit code 1.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH } from '../ublk/uapi.js';
+import { CliError, intArg } from './cli-util.js';
+import { describeError } from './errors.js';
+import { add } from './commands/add.js';
+import { del } from './commands/del.js';
+import { features } from './commands/features.js';
+import { list } from './commands/list.js';
+import { stats } from './commands/stats.js';
+
+/** ublk_drv ids are minors of a 20-bit space (UBLK_MINORS). */
+const MAX_DEV_ID = (1 << 20) - 1;
+
+function program(run: (name: string, action: () => Promise<number>) => void): Command {
+  const p = new Command('ublk')
+    .description('userspace block devices served by Node.js (ublk)')
+    .showHelpAfterError(false)
+    .exitOverride()
+    .configureOutput({ writeErr: () => undefined, outputError: () => undefined });
+
+  p.command('add')
+    .description('create a device and start the daemon that serves it; returns once it is live')
+    .addOption(new Option('-t, --type <target>', 'target: loop, null, mem, or the path of a target module').makeOptionMandatory())
+    .option('-f, --file <file>', 'backing file or block device (loop)')
+    .option('-s, --size <size>', 'device size, e.g. 512, 4K, 256M, 1G (null, mem)')
+    .option('-q, --queues <n>', 'hardware queues, one worker thread each', intArg('queues', 1, UBLK_MAX_NR_QUEUES), 1)
+    .option('-d, --depth <n>', 'queue depth (tags per queue)', intArg('depth', 1, UBLK_MAX_QUEUE_DEPTH), 128)
+    .option('-n, --number <id>', 'device id (default: the first free one)', intArg('device id', 0, MAX_DEV_ID), -1)
+    .option('--max-io-size <size>', 'largest request and per-tag buffer', '512K')
+    .addOption(new Option('--engine <engine>', 'how the loop target issues IO').choices(['aio', 'uring']))
+    .option('--read-only', 'expose the device read-only')
+    .option('--poll-max-ns <ns>', 'adaptive polling before blocking, up to NS nanoseconds (0: off)', intArg('poll-max-ns', 0, 1e9))
+    .option('--recoverable', 'keep the device (IO waits) when the daemon dies, for `ublk recover`')
+    .option('--foreground', 'serve from this process; SIGINT/SIGTERM stop and delete the device')
+    .option('--json', 'print the device as JSON')
+    .addHelpText('after', '\nExamples:\n  ublk add -t loop -f disk.img -q 2\n  ublk add -t null -s 1G --json')
+    .action((o) => run('add', () => add(o)));
+
+  p.command('list')
+    .description('list devices: state, queues, depth, size, daemon, target')
+    .option('-n, --number <id>', 'only this device', intArg('device id', 0, MAX_DEV_ID))
+    .option('--json', 'print JSON')
+    .action((o) => run('list', () => list(o)));
+
+  p.command('del')
+    .description('stop and delete a device (in-flight IO completes first)')
+    .option('-n, --number <id>', 'device id', intArg('device id', 0, MAX_DEV_ID))
+    .option('-a, --all', 'every device')
+    .action((o) => run('del', () => del(o)));
+
+  p.command('features')
+    .description("print the kernel driver's features")
+    .option('--json', 'print JSON')
+    .action((o) => run('features', () => features(o)));
+
+  p.command('stats')
+    .description("print a device's IO statistics, per queue and in total")
+    .addOption(new Option('-n, --number <id>', 'device id').argParser(intArg('device id', 0, MAX_DEV_ID)).makeOptionMandatory())
+    .option('--json', 'print JSON')
+    .option('--watch <seconds>', 'print again every SECONDS', intArg('seconds', 1, 3600))
+    .action((o) => run('stats', () => stats(o)));
+
+  p.command('help [command]')
+    .description('show help for a command')
+    .action((name?: string) => {
+      const sub = name ? p.commands.find((c) => c.name() === name) : undefined;
+      if (name && !sub) throw new CliError(`unknown command '${name}'`);
+      process.stdout.write((sub ?? p).helpInformation());
+    });
+  return p;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  let command = '';
+  let pending: Promise<number> | null = null;
+  const p = program((name, action) => {
+    command = name;
+    pending = action();
+  });
+  p.configureOutput({ writeOut: (s) => process.stdout.write(s), writeErr: () => undefined, outputError: () => undefined });
+  if (argv.length === 0) {
+    process.stdout.write(p.helpInformation());
+    return;
+  }
+  try {
+    await p.parseAsync(argv, { from: 'user' });
+    if (pending) process.exitCode = await pending;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.help' || e.code === 'commander.version') return;
+      const sub = argv.find((a) => !a.startsWith('-'));
+      const where = sub && p.commands.some((c) => c.name() === sub) ? `${sub}: ` : '';
+      // "option '-d, --depth <n>' argument '0' is invalid. depth must be …": keep the reason.
+      const message = e.message.replace(/^error: /, '').replace(/^option .* is invalid\. /, '');
+      process.stderr.write(`ublk: ${where}${message}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    const where = command ? `${command}: ` : '';
+    process.stderr.write(`ublk: ${where}${describeError(e)}\n`);
+    process.exitCode = e instanceof CliError ? e.exitCode : 1;
+  }
+}

@@ -1,0 +1,138 @@
+/** `ublk add`: start a daemon serving a new device; return once it is live. */
+import { spawn } from 'node:child_process';
+import type { Readable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { parseSize } from '../../target/size.js';
+import { targetModuleUrl } from '../../target/registry.js';
+import type { DeviceState } from '../../ublk/state.js';
+import { runDaemon, type DaemonOptions } from '../daemon.js';
+import { formatSize } from '../format.js';
+import { CliError, requireRoot, withControl } from '../cli-util.js';
+
+export interface AddOptions {
+  type: string;
+  size?: string;
+  file?: string;
+  queues: number;
+  depth: number;
+  number: number;
+  maxIoSize: string;
+  engine?: string;
+  readOnly?: boolean;
+  pollMaxNs?: number;
+  recoverable?: boolean;
+  foreground?: boolean;
+  json?: boolean;
+}
+
+const DAEMON = fileURLToPath(new URL('../ublk-daemon.js', import.meta.url));
+
+export function daemonOptions(o: AddOptions): DaemonOptions {
+  const maxIoSize = parseSize(o.maxIoSize, 'max IO size');
+  if (maxIoSize % 4096 !== 0 || maxIoSize > 32 * 2 ** 20) {
+    throw new CliError(`max IO size must be a multiple of 4K between 4K and 32M, not ${o.maxIoSize}`);
+  }
+  const targetOptions: Record<string, unknown> = {};
+  if (o.size !== undefined) targetOptions.size = parseSize(o.size);
+  if (o.file !== undefined) targetOptions.file = o.file;
+  if (o.engine !== undefined) targetOptions.engine = o.engine;
+  if (o.readOnly) targetOptions.readOnly = true;
+  return {
+    target: o.type,
+    targetModule: targetModuleUrl(o.type),
+    targetOptions,
+    devId: o.number,
+    queues: o.queues,
+    depth: o.depth,
+    maxIoSize,
+    recoverable: o.recoverable === true,
+    pollMaxNs: o.pollMaxNs ?? 0,
+  };
+}
+
+export function describeDevice(s: DeviceState): Record<string, unknown> {
+  return {
+    id: s.id,
+    blockDevice: `/dev/ublkb${s.id}`,
+    charDevice: `/dev/ublkc${s.id}`,
+    state: 'LIVE',
+    target: s.target,
+    size: s.size,
+    queues: s.queues,
+    depth: s.depth,
+    maxIoSize: s.maxIoSize,
+    recoverable: s.recoverable,
+    pid: s.pid,
+    ...s.info,
+  };
+}
+
+function printDevice(s: DeviceState, json: boolean): void {
+  if (json) {
+    process.stdout.write(JSON.stringify(describeDevice(s)) + '\n');
+    return;
+  }
+  const extra = Object.entries(s.info)
+    .map(([k, v]) => `, ${k} ${v}`)
+    .join('');
+  process.stdout.write(
+    `dev id ${s.id}: /dev/ublkb${s.id}, target ${s.target}${extra}, size ${formatSize(s.size)}, ` +
+      `queues ${s.queues}, depth ${s.depth}, daemon pid ${s.pid}\n`,
+  );
+}
+
+export async function add(o: AddOptions): Promise<number> {
+  const options = daemonOptions(o);
+  requireRoot();
+  await withControl(async (ctrl) => {
+    if (options.devId < 0) return;
+    const exists = await ctrl.getDevInfo(options.devId).then(
+      () => true,
+      () => false,
+    );
+    if (exists) throw new CliError(`device ${options.devId} already exists`);
+  });
+  if (o.foreground) {
+    return runDaemon(options, {
+      ready: (r) => {
+        if (r.state) printDevice(r.state, o.json === true);
+        else process.stderr.write(`ublk: add: ${r.error}\n`);
+      },
+    });
+  }
+  const child = spawn(process.execPath, [DAEMON, JSON.stringify(options)], {
+    detached: true,
+    stdio: ['ignore', 'ignore', 'ignore', 'pipe'],
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const line = await firstLine(child.stdio[3] as Readable);
+  let result: { state?: DeviceState; error?: string } = {};
+  try {
+    if (line) result = JSON.parse(line) as typeof result;
+  } catch {
+    result = { error: `the daemon said something unexpected: ${line}` };
+  }
+  if (result.state) {
+    (child.stdio[3] as Readable).destroy();
+    child.unref();
+    printDevice(result.state, o.json === true);
+    return 0;
+  }
+  const code = await exited;
+  throw new CliError(result.error ?? `the daemon exited (code ${code}) before the device was live`);
+}
+
+function firstLine(stream: Readable): Promise<string | null> {
+  return new Promise((resolve) => {
+    let buf = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (chunk: string) => {
+      buf += chunk;
+      const nl = buf.indexOf('\n');
+      if (nl >= 0) resolve(buf.slice(0, nl));
+    });
+    stream.on('end', () => resolve(buf.length > 0 ? buf : null));
+    stream.on('error', () => resolve(null));
+  });
+}
+

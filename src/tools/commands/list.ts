@@ -1,0 +1,90 @@
+/** `ublk list [-n ID] [--json]`: devices as the kernel sees them, with what their daemons recorded. */
+import { UblkCommandError } from '../../ublk/control.js';
+import { isDaemon, processAlive, readState } from '../../ublk/state.js';
+import { UBLK_FEATURE_NAMES } from '../../ublk/uapi.js';
+import { CliError, kernelDeviceIds, requireRoot, withControl } from '../cli-util.js';
+import { STATE_NAMES, formatSize, table } from '../format.js';
+
+export interface ListedDevice {
+  id: number;
+  state: string;
+  queues: number;
+  depth: number;
+  maxIoSize: number;
+  size: number | null;
+  pid: number;
+  daemonAlive: boolean;
+  target: string | null;
+  flags: string[];
+  blockDevice: string;
+  info: Record<string, string | number | boolean>;
+}
+
+export function flagNames(flags: number): string[] {
+  return UBLK_FEATURE_NAMES.filter((_, bit) => flags & (1 << bit));
+}
+
+export async function listDevices(only?: number): Promise<ListedDevice[]> {
+  return withControl(async (ctrl) => {
+    const ids = only === undefined ? kernelDeviceIds() : [only];
+    const out: ListedDevice[] = [];
+    for (const id of ids) {
+      let info;
+      try {
+        info = await ctrl.getDevInfo(id);
+      } catch (e) {
+        if (e instanceof UblkCommandError && e.code === 'ENODEV') {
+          if (only !== undefined) throw new CliError(`device ${id} does not exist`);
+          continue;
+        }
+        throw e;
+      }
+      const state = readState(id);
+      const params = await ctrl.getParams(id).catch(() => null);
+      const pid = info.ublksrvPid > 0 ? info.ublksrvPid : (state?.pid ?? -1);
+      out.push({
+        id,
+        state: STATE_NAMES[info.state] ?? String(info.state),
+        queues: info.nrHwQueues,
+        depth: info.queueDepth,
+        maxIoSize: info.maxIoBufBytes,
+        size: params?.basic ? params.basic.devSectors * 512 : (state?.size ?? null),
+        pid,
+        daemonAlive: state !== null && processAlive(state.pid) && isDaemon(state.pid),
+        target: state?.target ?? null,
+        flags: flagNames(info.flags),
+        blockDevice: `/dev/ublkb${id}`,
+        info: state?.info ?? {},
+      });
+    }
+    return out;
+  });
+}
+
+export async function list(o: { number?: number; json?: boolean }): Promise<number> {
+  requireRoot();
+  const devices = await listDevices(o.number);
+  if (o.json) {
+    process.stdout.write(JSON.stringify(devices, null, 2) + '\n');
+    return 0;
+  }
+  if (devices.length === 0) return 0;
+  const rows = [['ID', 'STATE', 'QUEUES', 'DEPTH', 'SIZE', 'PID', 'TARGET', 'BACKING']];
+  for (const d of devices) {
+    const backing = Object.entries(d.info)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(' ');
+    rows.push([
+      String(d.id),
+      d.state,
+      String(d.queues),
+      String(d.depth),
+      d.size === null ? '-' : formatSize(d.size),
+      d.pid > 0 ? `${d.pid}${d.daemonAlive ? '' : ' (gone)'}` : '-',
+      d.target ?? '-',
+      backing || '-',
+    ]);
+  }
+  process.stdout.write(table(rows) + '\n');
+  return 0;
+}

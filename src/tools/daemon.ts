@@ -1,0 +1,140 @@
+/**
+ * The daemon: creates the device, records its state, serves `ublk stats`
+ * and stop requests on a unix socket, and on SIGTERM/SIGINT (or `ublk del`)
+ * lets in-flight IO complete, then stops and deletes the device.
+ */
+import { appendFileSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { UblkControl } from '../ublk/control.js';
+import { UblkDevice, type DeviceOptions } from '../ublk/device.js';
+import { readQueueStats } from '../ublk/queue-stats.js';
+import { type DeviceState, logPath, removeState, socketPath, writeState } from '../ublk/state.js';
+import { describeError } from './errors.js';
+
+export interface DaemonOptions extends DeviceOptions {
+  /** The target as the user named it (shown by `ublk list`). */
+  target: string;
+}
+
+export interface DaemonHooks {
+  /** The device is live (or creating it failed: error set). Called once. */
+  ready(result: { state?: DeviceState; error?: string }): void;
+}
+
+export function log(id: number, message: string): void {
+  try {
+    appendFileSync(logPath(id), `${new Date().toISOString()} ${message}\n`);
+  } catch {
+    // the run directory is gone: nothing to log to
+  }
+}
+
+/** Runs until the device is stopped; resolves with the process exit code. */
+export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Promise<number> {
+  let ctrl: UblkControl;
+  let dev: UblkDevice;
+  try {
+    ctrl = UblkControl.open();
+    dev = await UblkDevice.create(options, ctrl);
+  } catch (e) {
+    hooks.ready({ error: describeError(e, { devId: options.devId }) });
+    return 1;
+  }
+  const id = dev.id;
+  const state: DeviceState = {
+    id,
+    pid: process.pid,
+    target: options.target,
+    targetModule: options.targetModule,
+    targetOptions: options.targetOptions,
+    queues: dev.info.nrHwQueues,
+    depth: dev.info.queueDepth,
+    maxIoSize: dev.info.maxIoBufBytes,
+    recoverable: options.recoverable === true,
+    pollMaxNs: options.pollMaxNs ?? 0,
+    size: dev.description.size,
+    info: dev.description.info ?? {},
+    created: new Date().toISOString(),
+  };
+
+  let exitCode = 0;
+  let server: Server | null = null;
+  let stopping = false;
+  let settle: () => void = () => undefined;
+  const done = new Promise<void>((resolve) => (settle = resolve));
+  const shutdown = (why: string, code: number) => {
+    if (stopping) return;
+    stopping = true;
+    exitCode = code;
+    log(id, `stopping: ${why}`);
+    server?.close();
+    dev
+      .stop()
+      .catch((e: unknown) => {
+        log(id, `stop: ${describeError(e, { devId: id })}`);
+        exitCode = 1;
+      })
+      .finally(() => {
+        removeState(id);
+        ctrl.close();
+        settle();
+      });
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM', 0));
+  process.on('SIGINT', () => shutdown('SIGINT', 0));
+  process.on('SIGHUP', () => undefined);
+  // A bug must not leave a device whose IO hangs: record it, then stop cleanly.
+  process.on('uncaughtException', (e) => shutdown(`internal error: ${e.stack ?? e}`, 1));
+  dev.on('dead', (message: string) => shutdown(`a queue failed: ${message}`, 1));
+
+  try {
+    writeState(state);
+    server = await serveControl(id, dev, (why) => shutdown(why, 0));
+  } catch (e) {
+    hooks.ready({ error: describeError(e) });
+    shutdown(`setup failed: ${describeError(e)}`, 1);
+    await done;
+    return 1;
+  }
+  log(id, `live: pid ${process.pid}, ${state.queues} queue(s) of depth ${state.depth}, target ${options.target}`);
+  hooks.ready({ state });
+  await done;
+  return exitCode;
+}
+
+/** One JSON request per connection: {"cmd":"stats"} or {"cmd":"stop"}. */
+async function serveControl(id: number, dev: UblkDevice, stop: (why: string) => void): Promise<Server> {
+  const path = socketPath(id);
+  rmSync(path, { force: true });
+  const server = createServer((conn) => {
+    let input = '';
+    conn.setEncoding('utf8');
+    conn.on('data', (chunk: string) => {
+      input += chunk;
+      if (!input.includes('\n')) return;
+      let reply: unknown;
+      try {
+        const req = JSON.parse(input) as { cmd?: string };
+        if (req.cmd === 'stats') reply = { ok: true, stats: dev.queueStats().map(readQueueStats) };
+        else if (req.cmd === 'stop') {
+          reply = { ok: true };
+          setImmediate(() => stop('stop requested'));
+        } else reply = { ok: false, error: `unknown request ${JSON.stringify(req.cmd)}` };
+      } catch (e) {
+        reply = { ok: false, error: (e as Error).message };
+      }
+      conn.end(JSON.stringify(reply) + '\n');
+    });
+    conn.on('error', () => undefined);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(path, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  server.on('error', (e) => log(id, `control socket: ${e.message}`));
+  server.unref();
+  return server;
+}

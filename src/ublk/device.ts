@@ -1,0 +1,284 @@
+/**
+ * A ublk device served by this process: the lifecycle of design.md
+ * ("Threads and processes") — ADD_DEV → SET_PARAMS → one worker per queue
+ * fetches every tag → START_DEV → LIVE → STOP_DEV → workers drain and end →
+ * /dev/ublkcN closed → DEL_DEV. Any failure on the way undoes what was done.
+ */
+import { EventEmitter } from 'node:events';
+import { Worker } from 'node:worker_threads';
+import * as file from '../sys/file.js';
+import { EventFd } from '../sys/eventfd.js';
+import { loadTarget } from '../target/registry.js';
+import { type Target, type TargetDescription, TargetError } from '../target/target.js';
+import { type DevInfo, type Params } from './codec.js';
+import { UblkControl } from './control.js';
+import { newQueueStats } from './queue-stats.js';
+import { QUEUE_STOP, type QueueOptions } from './queue.js';
+import type { QueueWorkerData } from './queue-worker.js';
+import * as U from './uapi.js';
+
+export interface DeviceOptions {
+  /** Module URL of the target (see target/registry.ts). */
+  targetModule: string;
+  targetOptions: Record<string, unknown>;
+  /** -1: the kernel picks. */
+  devId: number;
+  queues: number;
+  depth: number;
+  /** Bytes per tag buffer and the largest request (max_io_buf_bytes). */
+  maxIoSize: number;
+  /** UBLK_F_USER_RECOVERY (+ REISSUE): IO waits for `ublk recover` when the daemon dies. */
+  recoverable?: boolean;
+  /** Adaptive polling cap of each queue before it blocks (0: off). */
+  pollMaxNs?: number;
+}
+
+interface QueueHandle {
+  worker: Worker;
+  kick: EventFd;
+  control: Int32Array;
+  stats: Float64Array;
+  exited: Promise<void>;
+  error?: string;
+}
+
+const WORKER_URL = new URL('./queue-worker.js', import.meta.url);
+
+export function paramsFor(desc: TargetDescription, maxIoSize: number): Params {
+  const lbs = desc.logicalBlockSize ?? 512;
+  const pbs = Math.max(desc.physicalBlockSize ?? 4096, lbs);
+  let attrs = 0;
+  if (desc.readOnly) attrs |= U.UBLK_ATTR_READ_ONLY;
+  if (desc.rotational) attrs |= U.UBLK_ATTR_ROTATIONAL;
+  if (desc.volatileCache) attrs |= U.UBLK_ATTR_VOLATILE_CACHE;
+  if (desc.fua) attrs |= U.UBLK_ATTR_FUA;
+  const params: Params = {
+    basic: {
+      attrs,
+      logicalBsShift: Math.log2(lbs),
+      physicalBsShift: Math.log2(pbs),
+      ioOptShift: Math.log2(pbs),
+      ioMinShift: Math.log2(lbs),
+      maxSectors: maxIoSize / 512,
+      chunkSectors: 0,
+      devSectors: desc.size / 512,
+      virtBoundaryMask: 0,
+    },
+  };
+  if (desc.discard) {
+    params.discard = {
+      discardAlignment: 0,
+      discardGranularity: desc.discard.granularity,
+      maxDiscardSectors: desc.discard.maxDiscardSectors,
+      maxWriteZeroesSectors: desc.discard.maxWriteZeroesSectors,
+      maxDiscardSegments: 1,
+    };
+  }
+  return params;
+}
+
+export function checkDescription(desc: TargetDescription): void {
+  const lbs = desc.logicalBlockSize ?? 512;
+  if (![512, 1024, 2048, 4096].includes(lbs)) throw new TargetError(`logical block size ${lbs} is not 512, 1024, 2048 or 4096`);
+  if (!Number.isSafeInteger(desc.size) || desc.size <= 0) throw new TargetError('the device size must be more than 0 bytes');
+  if (desc.size % lbs !== 0) throw new TargetError(`the device size ${desc.size} is not a multiple of the logical block size ${lbs}`);
+}
+
+/**
+ * A live ublk device. Emits 'dead' (message) when a queue fails while
+ * live: the device can then only be stopped.
+ */
+export class UblkDevice extends EventEmitter {
+  readonly id: number;
+  info: DevInfo;
+  readonly description: TargetDescription;
+  readonly options: DeviceOptions;
+  private readonly ctrl: UblkControl;
+  private readonly target: Target<never>;
+  private readonly cdevFd: number;
+  private readonly queues: QueueHandle[];
+  private stopping: Promise<void> | null = null;
+
+  private constructor(
+    ctrl: UblkControl,
+    target: Target<never>,
+    options: DeviceOptions,
+    description: TargetDescription,
+    info: DevInfo,
+    cdevFd: number,
+    queues: QueueHandle[],
+  ) {
+    super();
+    this.ctrl = ctrl;
+    this.target = target;
+    this.options = options;
+    this.description = description;
+    this.info = info;
+    this.id = info.devId;
+    this.cdevFd = cdevFd;
+    this.queues = queues;
+  }
+
+  /** Creates and starts the device; on failure nothing is left in the kernel. */
+  static async create(options: DeviceOptions, ctrl: UblkControl): Promise<UblkDevice> {
+    const target = await loadTarget(options.targetModule);
+    const description = await target.open(options.targetOptions as never);
+    try {
+      checkDescription(description);
+      let flags = U.UBLK_F_CMD_IOCTL_ENCODE;
+      if (options.recoverable) flags |= U.UBLK_F_USER_RECOVERY | U.UBLK_F_USER_RECOVERY_REISSUE;
+      const info = await ctrl.addDev({
+        devId: options.devId,
+        nrHwQueues: options.queues,
+        queueDepth: options.depth,
+        maxIoBufBytes: options.maxIoSize,
+        flags,
+      });
+      const id = info.devId;
+      let cdevFd = -1;
+      const queues: QueueHandle[] = [];
+      try {
+        await ctrl.setParams(id, paramsFor(description, info.maxIoBufBytes));
+        cdevFd = await openCharDev(id);
+        // The kernel may give fewer queues than asked (no more than CPUs) and rounds the buffer size to a page.
+        const actual = { ...options, queues: info.nrHwQueues, maxIoSize: info.maxIoBufBytes };
+        for (let q = 0; q < actual.queues; q++) queues.push(spawnQueue(actual, description, id, q, cdevFd));
+        await Promise.all(queues.map(waitReady));
+        const dev = new UblkDevice(ctrl, target, actual, description, info, cdevFd, queues);
+        dev.watchQueues();
+        const started = ctrl.startDev(id, process.pid);
+        // A queue that dies while START_DEV waits would leave it waiting forever.
+        await Promise.race([started, dev.firstQueueFailure()]);
+        dev.info = await ctrl.getDevInfo(id);
+        return dev;
+      } catch (e) {
+        await stopQueues(queues);
+        if (cdevFd >= 0) file.close(cdevFd);
+        await ctrl.delDev(id).catch(() => undefined);
+        throw e;
+      }
+    } catch (e) {
+      target.close?.();
+      throw e;
+    }
+  }
+
+  private failure: Promise<never> | null = null;
+  private firstQueueFailure(): Promise<never> {
+    if (!this.failure) {
+      this.failure = new Promise<never>((_, reject) => this.once('dead', (m: string) => reject(new Error(m))));
+      this.failure.catch(() => undefined);
+    }
+    return this.failure;
+  }
+
+  private watchQueues(): void {
+    for (const [q, h] of this.queues.entries()) {
+      void h.exited.then(() => {
+        if (this.stopping === null) this.emit('dead', h.error ?? `queue ${q} ended unexpectedly`);
+      });
+    }
+  }
+
+  /** Per-queue statistics (shared memory written by each worker). */
+  queueStats(): Float64Array[] {
+    return this.queues.map((h) => h.stats);
+  }
+
+  /**
+   * STOP_DEV (the kernel aborts the fetches once in-flight IO is completed),
+   * waits for the workers, closes /dev/ublkcN and DEL_DEV. Idempotent.
+   */
+  stop(): Promise<void> {
+    if (this.stopping === null) this.stopping = this.doStop();
+    return this.stopping;
+  }
+
+  private async doStop(): Promise<void> {
+    let stopError: unknown = null;
+    try {
+      await this.ctrl.stopDev(this.id);
+    } catch (e) {
+      stopError = e;
+    }
+    const drained = Promise.all(this.queues.map((h) => h.exited));
+    const timeout = new Promise<'timeout'>((r) => setTimeout(r, 10_000, 'timeout').unref());
+    if ((await Promise.race([drained, timeout])) === 'timeout') await stopQueues(this.queues);
+    file.close(this.cdevFd);
+    await this.ctrl.delDev(this.id);
+    this.target.close?.();
+    if (stopError) throw stopError;
+  }
+}
+
+async function openCharDev(id: number): Promise<number> {
+  const path = `/dev/ublkc${id}`;
+  // devtmpfs creates the node when ADD_DEV adds the char device; allow udev a moment.
+  for (let i = 0; ; i++) {
+    try {
+      return file.open(path, file.O_RDWR);
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'ENOENT' || i >= 50) throw e;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
+
+function spawnQueue(options: DeviceOptions, desc: TargetDescription, devId: number, qId: number, cdevFd: number): QueueHandle {
+  const kick = new EventFd(0);
+  const control = new Int32Array(new SharedArrayBuffer(4));
+  const stats = newQueueStats();
+  const queueOptions: QueueOptions = {
+    devId,
+    qId,
+    depth: options.depth,
+    maxIoSize: options.maxIoSize,
+    cdevFd,
+    kickFd: kick.fd,
+    control,
+    stats,
+    pollMaxNs: options.pollMaxNs ?? 0,
+  };
+  const data: QueueWorkerData = { ...queueOptions, targetModule: options.targetModule, queueData: desc.queueData };
+  const worker = new Worker(WORKER_URL, { workerData: data, name: `ublk${devId}q${qId}` });
+  const h: QueueHandle = { worker, kick, control, stats, exited: Promise.resolve() };
+  h.exited = new Promise<void>((resolve) => {
+    worker.on('message', (m: { type: string; message?: string }) => {
+      if (m.type === 'error') h.error = `queue ${qId}: ${m.message}`;
+    });
+    worker.on('error', (e) => (h.error = `queue ${qId}: ${e.message}`));
+    worker.on('exit', () => {
+      kick.close();
+      resolve();
+    });
+  });
+  return h;
+}
+
+function waitReady(h: QueueHandle): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (m: { type: string; message?: string }) => {
+      if (m.type === 'ready') {
+        h.worker.off('message', onMessage);
+        resolve();
+      } else if (m.type === 'error') {
+        reject(new Error(m.message));
+      }
+    };
+    h.worker.on('message', onMessage);
+    void h.exited.then(() => reject(new Error(h.error ?? 'a queue worker exited before it was ready')));
+  });
+}
+
+/** Tells every worker to stop now (abandoning what the kernel still holds) and waits for them. */
+async function stopQueues(queues: QueueHandle[]): Promise<void> {
+  for (const h of queues) {
+    Atomics.store(h.control, 0, QUEUE_STOP);
+    try {
+      h.kick.signal();
+    } catch {
+      // already closed: the worker is gone
+    }
+  }
+  await Promise.all(queues.map((h) => h.exited));
+}

@@ -1,0 +1,94 @@
+/**
+ * The daemon's state beside the kernel's: /run/ublk-ts/<id>.json (what
+ * `ublk recover` needs to start a new daemon, what `ublk list` shows), the
+ * control socket <id>.sock and the log <id>.log.
+ */
+import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+export function stateDir(): string {
+  return process.env.UBLK_TS_RUN_DIR ?? '/run/ublk-ts';
+}
+
+export interface DeviceState {
+  id: number;
+  /** The daemon serving the device. */
+  pid: number;
+  /** Target name as given (`loop`, or a module path). */
+  target: string;
+  targetModule: string;
+  targetOptions: Record<string, unknown>;
+  queues: number;
+  depth: number;
+  maxIoSize: number;
+  recoverable: boolean;
+  pollMaxNs: number;
+  size: number;
+  /** What the target reported for `ublk list` (backing file, engine…). */
+  info: Record<string, string | number | boolean>;
+  created: string;
+}
+
+export function statePath(id: number): string {
+  return join(stateDir(), `${id}.json`);
+}
+export function socketPath(id: number): string {
+  return join(stateDir(), `${id}.sock`);
+}
+export function logPath(id: number): string {
+  return join(stateDir(), `${id}.log`);
+}
+
+export function writeState(state: DeviceState): void {
+  mkdirSync(stateDir(), { recursive: true, mode: 0o755 });
+  const path = statePath(state.id);
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(state, null, 2) + '\n', { mode: 0o644 });
+  renameSync(tmp, path); // readers see the old file or the new one, never half of one
+}
+
+/** The state of device `id`, or null when there is none (or it is unreadable). */
+export function readState(id: number): DeviceState | null {
+  try {
+    return JSON.parse(readFileSync(statePath(id), 'utf8')) as DeviceState;
+  } catch {
+    return null;
+  }
+}
+
+export function removeState(id: number): void {
+  for (const p of [statePath(id), socketPath(id), logPath(id)]) rmSync(p, { force: true });
+}
+
+/** Ids that have a state file. */
+export function stateIds(): number[] {
+  try {
+    return readdirSync(stateDir())
+      .map((f) => /^(\d+)\.json$/.exec(f))
+      .filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => Number(m[1]))
+      .sort((a, b) => a - b);
+  } catch {
+    return [];
+  }
+}
+
+/** Whether `pid` is a live process (zombies included; signal 0 only checks). */
+export function processAlive(pid: number): boolean {
+  if (!(pid > 0)) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Whether `pid` is a ublk-ts daemon (not a recycled pid of something else). */
+export function isDaemon(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('ublk-daemon');
+  } catch {
+    return false;
+  }
+}
