@@ -36,6 +36,8 @@ export interface TargetDescription {
   discard?: { granularity: number; maxDiscardSectors: number; maxWriteZeroesSectors: number };
   /** Shown by `ublk list` and kept in the state file (backing file, engine…). */
   info?: Record<string, string | number | boolean>;
+  /** Things the user should know (e.g. a fallback to buffered IO); `ublk add` prints them on stderr. */
+  warnings?: string[];
   /** Handed to every queue's createQueue() (structured-cloned into the worker). */
   queueData?: unknown;
 }
@@ -77,6 +79,8 @@ export interface TargetQueue {
   readonly eventFd?: number;
   /** A CQE for an SQE this target put on the queue ring. */
   onCqe?(lo: number, kind: number, res: number): void;
+  /** Counters the queue's daemon may read from another thread (see Target.describeStats). */
+  readonly statsBuffer?: SharedArrayBuffer;
   /** IO still in the target's hands (the queue drains it before exiting). */
   inFlight?(): number;
   close?(): void;
@@ -94,6 +98,8 @@ export interface Target<Options = Record<string, unknown>> {
   open(options: Options): TargetDescription | Promise<TargetDescription>;
   /** Queue worker thread: the per-queue server. */
   createQueue(ctx: QueueContext, queueData: unknown): TargetQueue | Promise<TargetQueue>;
+  /** Daemon main thread: what `ublk stats` shows of the queues' statsBuffers (one per queue, null where none). */
+  describeStats?(buffers: (SharedArrayBuffer | null)[]): Record<string, unknown>;
   /** Daemon main thread, after the device is gone. */
   close?(): void;
 }

@@ -18,7 +18,7 @@ export interface DaemonOptions extends DeviceOptions {
 
 export interface DaemonHooks {
   /** The device is live (or creating it failed: error set). Called once. */
-  ready(result: { state?: DeviceState; error?: string }): void;
+  ready(result: { state?: DeviceState; error?: string; warnings?: string[] }): void;
 }
 
 export function log(id: number, message: string): void {
@@ -97,7 +97,7 @@ export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Pro
     return 1;
   }
   log(id, `live: pid ${process.pid}, ${state.queues} queue(s) of depth ${state.depth}, target ${options.target}`);
-  hooks.ready({ state });
+  hooks.ready({ state, warnings: dev.description.warnings });
   await done;
   return exitCode;
 }
@@ -115,7 +115,7 @@ async function serveControl(id: number, dev: UblkDevice, stop: (why: string) => 
       let reply: unknown;
       try {
         const req = JSON.parse(input) as { cmd?: string };
-        if (req.cmd === 'stats') reply = { ok: true, stats: dev.queueStats().map(readQueueStats) };
+        if (req.cmd === 'stats') reply = { ok: true, stats: dev.queueStats().map(readQueueStats), target: dev.targetStats() };
         else if (req.cmd === 'stop') {
           reply = { ok: true };
           setImmediate(() => stop('stop requested'));

@@ -38,6 +38,7 @@ interface QueueHandle {
   kick: EventFd;
   control: Int32Array;
   stats: Float64Array;
+  targetStats: SharedArrayBuffer | null;
   exited: Promise<void>;
   error?: string;
 }
@@ -185,6 +186,11 @@ export class UblkDevice extends EventEmitter {
     return this.queues.map((h) => h.stats);
   }
 
+  /** What the target makes of its queues' own counters (AIO statistics for loop). */
+  targetStats(): Record<string, unknown> | null {
+    return this.target.describeStats?.(this.queues.map((h) => h.targetStats)) ?? null;
+  }
+
   /**
    * STOP_DEV (the kernel aborts the fetches once in-flight IO is completed),
    * waits for the workers, closes /dev/ublkcN and DEL_DEV. Idempotent.
@@ -241,7 +247,7 @@ function spawnQueue(options: DeviceOptions, desc: TargetDescription, devId: numb
   };
   const data: QueueWorkerData = { ...queueOptions, targetModule: options.targetModule, queueData: desc.queueData };
   const worker = new Worker(WORKER_URL, { workerData: data, name: `ublk${devId}q${qId}` });
-  const h: QueueHandle = { worker, kick, control, stats, exited: Promise.resolve() };
+  const h: QueueHandle = { worker, kick, control, stats, targetStats: null, exited: Promise.resolve() };
   h.exited = new Promise<void>((resolve) => {
     worker.on('message', (m: { type: string; message?: string }) => {
       if (m.type === 'error') h.error = `queue ${qId}: ${m.message}`;
@@ -257,8 +263,9 @@ function spawnQueue(options: DeviceOptions, desc: TargetDescription, devId: numb
 
 function waitReady(h: QueueHandle): Promise<void> {
   return new Promise((resolve, reject) => {
-    const onMessage = (m: { type: string; message?: string }) => {
+    const onMessage = (m: { type: string; message?: string; statsBuffer?: SharedArrayBuffer | null }) => {
       if (m.type === 'ready') {
+        h.targetStats = m.statsBuffer ?? null;
         h.worker.off('message', onMessage);
         resolve();
       } else if (m.type === 'error') {

@@ -19,7 +19,7 @@ async function main(): Promise<void> {
   try {
     await queue.attach(target, data.queueData);
     queue.fetchAll();
-    parentPort!.postMessage({ type: 'ready' });
+    parentPort!.postMessage({ type: 'ready', statsBuffer: queue.targetStatsBuffer() });
     await queue.run();
   } finally {
     queue.close();

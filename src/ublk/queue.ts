@@ -127,6 +127,10 @@ export class UblkQueue implements QueueContext {
     this.target = await target.createQueue(this, queueData);
   }
 
+  targetStatsBuffer(): SharedArrayBuffer | null {
+    return this.target.statsBuffer ?? null;
+  }
+
   bufferAddr(tag: number): number {
     return this.bufMem.addr + tag * this.maxIoSize;
   }

@@ -95,6 +95,7 @@ export async function add(o: AddOptions): Promise<number> {
   if (o.foreground) {
     return runDaemon(options, {
       ready: (r) => {
+        for (const w of r.warnings ?? []) process.stderr.write(`ublk: add: warning: ${w}\n`);
         if (r.state) printDevice(r.state, o.json === true);
         else process.stderr.write(`ublk: add: ${r.error}\n`);
       },
@@ -106,12 +107,13 @@ export async function add(o: AddOptions): Promise<number> {
   });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   const line = await firstLine(child.stdio[3] as Readable);
-  let result: { state?: DeviceState; error?: string } = {};
+  let result: { state?: DeviceState; error?: string; warnings?: string[] } = {};
   try {
     if (line) result = JSON.parse(line) as typeof result;
   } catch {
     result = { error: `the daemon said something unexpected: ${line}` };
   }
+  for (const w of result.warnings ?? []) process.stderr.write(`ublk: add: warning: ${w}\n`);
   if (result.state) {
     (child.stdio[3] as Readable).destroy();
     child.unref();

@@ -1,0 +1,112 @@
+/**
+ * Opening a loop target's backing file or block device (daemon main thread):
+ * every reason it cannot serve becomes one clear TargetError.
+ */
+import { accessSync, constants, statSync } from 'node:fs';
+import { SysError } from '../../sys/error.js';
+import * as file from '../../sys/file.js';
+import { NativeMemory } from '../../sys/memory.js';
+import { TargetError } from '../target.js';
+
+export interface Backing {
+  path: string;
+  fd: number;
+  size: number;
+  logicalBlockSize: number;
+  blockDevice: boolean;
+  direct: boolean;
+  readOnly: boolean;
+  /** Said on stderr by `ublk add` (e.g. the O_DIRECT fallback). */
+  warnings: string[];
+}
+
+function fail(path: string, e: unknown): never {
+  if (e instanceof SysError) {
+    const reason = e.message.slice(e.message.indexOf(':') + 2);
+    throw new TargetError(`${path}: ${reason}`);
+  }
+  throw e;
+}
+
+/**
+ * Opens `path` for the loop target, with O_DIRECT when its filesystem
+ * takes it, and takes an exclusive flock so no second ublk-ts device can
+ * serve the same file. The caller closes `fd` (which drops the lock).
+ */
+export function openBacking(path: string, readOnly: boolean): Backing {
+  let st;
+  try {
+    st = statSync(path);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (err.code === 'ENOENT') throw new TargetError(`${path}: No such file or directory`);
+    throw new TargetError(`${path}: ${err.message}`);
+  }
+  if (st.isDirectory()) throw new TargetError(`${path} is a directory, not a file or block device`);
+  if (!st.isFile() && !st.isBlockDevice()) throw new TargetError(`${path} is not a regular file or block device`);
+  if (!readOnly) {
+    // root passes access(2) for any mode bits on files, so look at them too.
+    let writable = true;
+    try {
+      accessSync(path, constants.W_OK);
+    } catch {
+      writable = false;
+    }
+    if (!writable || (st.isFile() && (st.mode & 0o222) === 0)) {
+      throw new TargetError(`${path} is read-only (use --read-only to serve it read-only)`);
+    }
+  }
+  const flags = readOnly ? file.O_RDONLY : file.O_RDWR;
+  const warnings: string[] = [];
+  let direct = true;
+  let fd: number;
+  try {
+    fd = file.open(path, flags | file.O_DIRECT);
+  } catch (e) {
+    if (e instanceof SysError && e.code === 'EINVAL') {
+      direct = false;
+      warnings.push(`${path}: its filesystem refuses O_DIRECT; serving it with buffered IO (slower, and kernel AIO runs synchronously)`);
+      try {
+        fd = file.open(path, flags);
+      } catch (e2) {
+        fail(path, e2);
+      }
+    } else if (e instanceof SysError && e.code === 'EROFS') {
+      throw new TargetError(`${path} is on a read-only filesystem (use --read-only to serve it read-only)`);
+    } else {
+      fail(path, e);
+    }
+  }
+  try {
+    if (!file.flock(fd, file.LOCK_EX | file.LOCK_NB, path)) {
+      throw new TargetError(`${path} is already used by another ublk-ts device (see ublk list)`);
+    }
+    const info = file.fstat(fd, path);
+    const blockDevice = info.isBlockDevice;
+    const size = blockDevice ? file.blockDeviceSize(fd, path) : info.size;
+    let logicalBlockSize = blockDevice ? file.blockDeviceLogicalBlockSize(fd, path) : 512;
+    if (!blockDevice && direct && size >= 4096) logicalBlockSize = directIoAlignment(fd);
+    if (size === 0) throw new TargetError(`${path} is empty`);
+    if (size % logicalBlockSize !== 0) {
+      throw new TargetError(`${path}: its size ${size} is not a multiple of the logical block size ${logicalBlockSize}`);
+    }
+    return { path, fd, size, logicalBlockSize, blockDevice, direct, readOnly, warnings };
+  } catch (e) {
+    file.close(fd);
+    throw e;
+  }
+}
+
+/** The smallest O_DIRECT alignment the file takes: 512, or 4096 on a 4K-sector disk. */
+function directIoAlignment(fd: number): number {
+  const buf = NativeMemory.aligned(4096);
+  try {
+    file.pread(fd, buf.addr, 512, 512);
+    return 512;
+  } catch (e) {
+    if (e instanceof SysError && e.code === 'EINVAL') return 4096;
+    throw e;
+  } finally {
+    buf.free();
+  }
+}

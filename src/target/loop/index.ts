@@ -1,0 +1,66 @@
+/**
+ * The loop target: /dev/ublkbN backed by a file or block device, like the
+ * kernel's loop driver with direct IO (seed 003) moved to userspace.
+ */
+import { AioStats, HIST_MAX, REAP_PERCENTILES, histogramPercentiles } from '../../aio/stats.js';
+import * as file from '../../sys/file.js';
+import { type Target, TargetError } from '../target.js';
+import { openBacking, type Backing } from './backing.js';
+import { LoopQueue, type LoopQueueData } from './queue.js';
+
+export interface LoopOptions {
+  file: string;
+  /** 'aio' (default): kernel AIO reaped in userspace; 'uring': the queue's io_uring. */
+  engine?: 'aio' | 'uring';
+  readOnly?: boolean;
+}
+
+let backing: Backing | null = null;
+
+const loop: Target<LoopOptions> = {
+  name: 'loop',
+  sync: true,
+  open(options) {
+    if (typeof options.file !== 'string' || options.file === '') throw new TargetError('the loop target needs a backing file (-f FILE)');
+    const engine = options.engine ?? 'aio';
+    if (engine !== 'aio' && engine !== 'uring') throw new TargetError(`engine must be aio or uring, not '${String(engine)}'`);
+    const readOnly = options.readOnly === true;
+    const b = openBacking(options.file, readOnly);
+    backing = b;
+    const queueData: LoopQueueData = { fd: b.fd, engine, readOnly };
+    // fallocate(2) lengths are 64-bit, but ublk's are u32 sectors; stay a 4K multiple below that.
+    const maxSectors = (2 ** 32 - 4096) / 512;
+    return {
+      size: b.size,
+      logicalBlockSize: b.logicalBlockSize,
+      physicalBlockSize: 4096,
+      readOnly,
+      volatileCache: true,
+      fua: true,
+      discard: readOnly ? undefined : { granularity: 4096, maxDiscardSectors: maxSectors, maxWriteZeroesSectors: maxSectors },
+      info: { file: b.path, engine, direct: b.direct },
+      warnings: b.warnings,
+      queueData,
+    };
+  },
+  describeStats(buffers) {
+    const queues = buffers.map((b) => (b === null ? null : new AioStats(b)));
+    const all = new Float64Array(HIST_MAX + 2);
+    for (const q of queues) if (q !== null) for (let i = 0; i < all.length; i++) all[i] += q.hist[i];
+    return {
+      aio: queues.map((q) => q?.snapshot() ?? null),
+      reapPercentiles: Object.fromEntries(REAP_PERCENTILES.map((p, i) => [p, histogramPercentiles(all, REAP_PERCENTILES)[i]])),
+    };
+  },
+  createQueue(ctx, data) {
+    return new LoopQueue(ctx, data as LoopQueueData);
+  },
+  close() {
+    if (backing !== null) {
+      file.close(backing.fd);
+      backing = null;
+    }
+  },
+};
+
+export default loop;
