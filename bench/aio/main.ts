@@ -198,6 +198,10 @@ console.log('');
 for (const v of [ring, ringWholePlug, noRas, getevents, fioUr, fioPlain, ringBuffered, fioUrBuffered]) {
   console.log(`  ${pad(v.name, 34)}${v.how}`);
 }
+for (const v of [ring, fioUr]) {
+  const runs = results.get(`32 ${v.name}`)!.map((r) => k(r.iops)).join(', ');
+  console.log(`  QD32 ${v.name} runs in order: ${runs}`);
+}
 console.log('');
 console.log(`completions per reap, QD32 (percentiles as in seed 000)`);
 console.log(`${pad('', 26)}${REAP_PERCENTILES.map((p) => lpad(String(p), 6)).join('')}`);
