@@ -1,7 +1,8 @@
 /**
  * AioEngine: one kernel AIO context (one per ublk queue), driven from one
  * thread. IOs are queued by tag into pre-built iocbs, sent in one io_submit
- * per batch (the plug), and reaped from the aio_ring in userspace right
+ * per batch (the plug; or in chunks of maxSubmit), and reaped from the
+ * aio_ring in userspace right
  * after submitting (seeds 000, 001) or when the caller polls or waits
  * (seed 004). EAGAIN and partial submits keep IOs queued (seed 002);
  * short reads/writes are resubmitted for the rest.
@@ -177,8 +178,8 @@ export class AioEngine {
   }
 
   /**
-   * Sends the plug with one io_submit (more only after a partial submit).
-   * EAGAIN leaves the rest queued until completions are reaped; an error for
+   * Sends the plug with one io_submit (more after a partial submit, or in
+   * chunks of maxSubmit). EAGAIN leaves the rest queued until completions are reaped; an error for
    * one iocb completes that IO with it. Then peeks for completions when
    * reapAfterSubmit. Returns the number of iocbs the kernel accepted.
    */
