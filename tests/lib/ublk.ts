@@ -1,0 +1,155 @@
+/**
+ * Helpers for the ublk tests (tests/vm): run the CLI and fio as a user
+ * would, and look at what a command left behind (devices, state files,
+ * daemons, open file descriptors).
+ */
+import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
+import { existsSync, readdirSync, readlinkSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+
+/** The repository (this file is dist/tests/lib/ublk.js). */
+export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+export const BIN = join(ROOT, 'bin/ublk');
+export const RUN_DIR = '/run/ublk-ts';
+
+export interface Result {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * The environment of the commands a test runs: as a user's shell has it,
+ * without the hooks tap puts in NODE_OPTIONS for its own processes.
+ */
+export const USER_ENV: NodeJS.ProcessEnv = { ...process.env, NODE_OPTIONS: '' };
+
+function run(cmd: string, args: string[], opts: SpawnSyncOptions = {}): Result {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 300_000, env: USER_ENV, ...opts });
+  return { code: r.status ?? 128 + 9, stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? '') };
+}
+
+/** `ublk ARGS…` as root. */
+export function ublk(...args: string[]): Result {
+  return run(process.execPath, [BIN, ...args]);
+}
+
+/** `ublk ARGS…` as the user nobody. */
+export function ublkAsNobody(...args: string[]): Result {
+  return run('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, BIN, ...args]);
+}
+
+export function sh(script: string, opts: SpawnSyncOptions = {}): Result {
+  return run('bash', ['-c', script], opts);
+}
+
+/** `ublk add … --json`, parsed; throws with the CLI's stderr when it fails. */
+export function addDevice(...args: string[]): { id: number; pid: number; blockDevice: string; [k: string]: unknown } {
+  const r = ublk('add', ...args, '--json');
+  if (r.code !== 0) throw new Error(`ublk add ${args.join(' ')} failed (${r.code}): ${r.stderr.trim()}`);
+  return JSON.parse(r.stdout) as { id: number; pid: number; blockDevice: string };
+}
+
+export interface FioResult {
+  code: number;
+  /** fio's error per job (0: none). */
+  errors: number[];
+  iops: number;
+  output: string;
+}
+
+/** fio with JSON output; `args` without the leading dashes' defaults. */
+export function fio(args: string[], cwd = '/tmp'): FioResult {
+  const r = run('fio', ['--output-format=json', '--verify_state_save=0', ...args], { cwd, timeout: 900_000 });
+  try {
+    // fio prints its JSON after any "fio: …" warning lines.
+    const json = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as { jobs: { error: number; read: { iops: number }; write: { iops: number } }[] };
+    return {
+      code: r.code,
+      errors: json.jobs.map((j) => j.error),
+      iops: json.jobs.reduce((s, j) => s + j.read.iops + j.write.iops, 0),
+      output: r.stdout + r.stderr,
+    };
+  } catch {
+    return { code: r.code, errors: [-1], iops: 0, output: r.stdout + r.stderr };
+  }
+}
+
+/** Pids of running ublk-ts daemons. */
+export function daemonPids(): number[] {
+  const pids: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (readFileSync(`/proc/${d}/cmdline`, 'utf8').includes('ublk-daemon')) pids.push(Number(d));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return pids;
+}
+
+/** Open file descriptors, in any process, on ublk devices. */
+export function ublkFds(): string[] {
+  const out: string[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${d}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      try {
+        const target = readlinkSync(`/proc/${d}/fd/${fd}`);
+        if (/\/dev\/ublk[bc]\d+/.test(target)) out.push(`${d}:${fd} -> ${target}`);
+      } catch {
+        // closed meanwhile
+      }
+    }
+  }
+  return out;
+}
+
+/** What exists of ublk: device nodes, state files, daemons. Two snapshots compare with t.same. */
+export function snapshot(): { nodes: string[]; states: string[]; daemons: number[] } {
+  const nodes = readdirSync('/dev')
+    .filter((f) => /^ublk[bc]\d+$/.test(f))
+    .sort();
+  const states = existsSync(RUN_DIR) ? readdirSync(RUN_DIR).sort() : [];
+  return { nodes, states, daemons: daemonPids().sort((a, b) => a - b) };
+}
+
+/** Removes every device (for a test's teardown). */
+export function cleanup(): void {
+  ublk('del', '-a');
+}
+
+export function blockDeviceSize(dev: string): number {
+  return Number(sh(`blockdev --getsize64 ${dev}`).stdout.trim());
+}
+
+/** A directory on a real filesystem that enforces O_DIRECT rules (the scratch disk), else /tmp. */
+export function scratchDir(): string {
+  return process.env.UBLK_SCRATCH ?? '/tmp';
+}
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function waitFor(what: () => boolean, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (!what()) {
+    if (Date.now() > end) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return true;
+}
