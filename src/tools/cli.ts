@@ -10,6 +10,7 @@ import { add } from './commands/add.js';
 import { del } from './commands/del.js';
 import { features } from './commands/features.js';
 import { list } from './commands/list.js';
+import { recover } from './commands/recover.js';
 import { stats } from './commands/stats.js';
 
 /** ublk_drv ids are minors of a 20-bit space (UBLK_MINORS). */
@@ -52,6 +53,13 @@ function program(run: (name: string, action: () => Promise<number>) => void): Co
     .option('-a, --all', 'every device')
     .action((o) => run('del', () => del(o)));
 
+  p.command('recover')
+    .description('start a new daemon for a --recoverable device whose daemon died; its IO resumes')
+    .addOption(new Option('-n, --number <id>', 'device id').argParser(intArg('device id', 0, MAX_DEV_ID)).makeOptionMandatory())
+    .option('--foreground', 'serve from this process')
+    .option('--json', 'print the device as JSON')
+    .action((o) => run('recover', () => recover(o)));
+
   p.command('features')
     .description("print the kernel driver's features")
     .option('--json', 'print JSON')
@@ -69,12 +77,17 @@ function program(run: (name: string, action: () => Promise<number>) => void): Co
     .action((name?: string) => {
       const sub = name ? p.commands.find((c) => c.name() === name) : undefined;
       if (name && !sub) throw new CliError(`unknown command '${name}'`);
-      process.stdout.write((sub ?? p).helpInformation());
+      (sub ?? p).outputHelp();
     });
   return p;
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // `ublk list | head`: a closed pipe ends the output, not the process with a stack.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw e;
+  });
   let command = '';
   let pending: Promise<number> | null = null;
   const p = program((name, action) => {
@@ -95,7 +108,10 @@ export async function main(argv: string[]): Promise<void> {
       const sub = argv.find((a) => !a.startsWith('-'));
       const where = sub && p.commands.some((c) => c.name() === sub) ? `${sub}: ` : '';
       // "option '-d, --depth <n>' argument '0' is invalid. depth must be …": keep the reason.
-      const message = e.message.replace(/^error: /, '').replace(/^option .* is invalid\. /, '');
+      const message = e.message
+        .replace(/^error: /, '')
+        .replace(/^option '(?:-\w, )?(--[\w-]+)[^']*' argument '([^']*)' is invalid\. Allowed choices are (.*)\.$/, "$1 must be one of $3, not '$2'")
+        .replace(/^option .* is invalid\. /, '');
       process.stderr.write(`ublk: ${where}${message}\n`);
       process.exitCode = 1;
       return;

@@ -14,6 +14,8 @@ import { describeError } from './errors.js';
 export interface DaemonOptions extends DeviceOptions {
   /** The target as the user named it (shown by `ublk list`). */
   target: string;
+  /** Take over the QUIESCED device `devId` instead of adding one (`ublk recover`). */
+  recover?: boolean;
 }
 
 export interface DaemonHooks {
@@ -35,7 +37,7 @@ export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Pro
   let dev: UblkDevice;
   try {
     ctrl = UblkControl.open();
-    dev = await UblkDevice.create(options, ctrl);
+    dev = options.recover ? await UblkDevice.recover(options, ctrl) : await UblkDevice.create(options, ctrl);
   } catch (e) {
     hooks.ready({ error: describeError(e, { devId: options.devId }) });
     return 1;

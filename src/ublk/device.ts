@@ -11,7 +11,7 @@ import { EventFd } from '../sys/eventfd.js';
 import { loadTarget } from '../target/registry.js';
 import { type Target, type TargetDescription, TargetError } from '../target/target.js';
 import { type DevInfo, type Params } from './codec.js';
-import { UblkControl } from './control.js';
+import { UblkCommandError, UblkControl } from './control.js';
 import { newQueueStats } from './queue-stats.js';
 import { QUEUE_STOP, type QueueOptions } from './queue.js';
 import type { QueueWorkerData } from './queue-worker.js';
@@ -135,31 +135,71 @@ export class UblkDevice extends EventEmitter {
         maxIoBufBytes: options.maxIoSize,
         flags,
       });
-      const id = info.devId;
-      let cdevFd = -1;
-      const queues: QueueHandle[] = [];
       try {
-        await ctrl.setParams(id, paramsFor(description, info.maxIoBufBytes));
-        cdevFd = await openCharDev(id);
-        // The kernel may give fewer queues than asked (no more than CPUs) and rounds the buffer size to a page.
-        const actual = { ...options, queues: info.nrHwQueues, maxIoSize: info.maxIoBufBytes };
-        for (let q = 0; q < actual.queues; q++) queues.push(spawnQueue(actual, description, id, q, cdevFd));
-        await Promise.all(queues.map(waitReady));
-        const dev = new UblkDevice(ctrl, target, actual, description, info, cdevFd, queues);
-        dev.watchQueues();
-        const started = ctrl.startDev(id, process.pid);
-        // A queue that dies while START_DEV waits would leave it waiting forever.
-        await Promise.race([started, dev.firstQueueFailure()]);
-        dev.info = await ctrl.getDevInfo(id);
-        return dev;
+        await ctrl.setParams(info.devId, paramsFor(description, info.maxIoBufBytes));
+        return await UblkDevice.serve(ctrl, target, options, description, info, (pid) => ctrl.startDev(info.devId, pid));
       } catch (e) {
-        await stopQueues(queues);
-        if (cdevFd >= 0) file.close(cdevFd);
-        await ctrl.delDev(id).catch(() => undefined);
+        await ctrl.delDev(info.devId).catch(() => undefined);
         throw e;
       }
     } catch (e) {
       target.close?.();
+      throw e;
+    }
+  }
+
+  /**
+   * Takes over a QUIESCED device whose daemon died (UBLK_F_USER_RECOVERY):
+   * START_USER_RECOVERY, every tag fetched again, END_USER_RECOVERY; the
+   * kernel then reissues the IO it held and the device is LIVE again.
+   */
+  static async recover(options: DeviceOptions, ctrl: UblkControl): Promise<UblkDevice> {
+    const id = options.devId;
+    const target = await loadTarget(options.targetModule);
+    const description = await target.open(options.targetOptions as never);
+    try {
+      checkDescription(description);
+      const info = await ctrl.getDevInfo(id);
+      if (!(info.flags & U.UBLK_F_USER_RECOVERY)) throw new TargetError(`device ${id} was not added with --recoverable`);
+      const params = await ctrl.getParams(id);
+      if (params.basic && params.basic.devSectors * 512 !== description.size) {
+        throw new TargetError(`device ${id} has ${params.basic.devSectors * 512} bytes but its target now has ${description.size}`);
+      }
+      await startRecovery(ctrl, id);
+      return await UblkDevice.serve(ctrl, target, options, description, info, (pid) => ctrl.endUserRecovery(id, pid));
+    } catch (e) {
+      target.close?.();
+      throw e;
+    }
+  }
+
+  /** Opens /dev/ublkcN, starts a worker per queue, and `go` (START_DEV or END_USER_RECOVERY) once all have fetched. */
+  private static async serve(
+    ctrl: UblkControl,
+    target: Target<never>,
+    options: DeviceOptions,
+    description: TargetDescription,
+    info: DevInfo,
+    go: (pid: number) => Promise<void>,
+  ): Promise<UblkDevice> {
+    const id = info.devId;
+    // The kernel may give fewer queues than asked (no more than CPUs) and rounds the buffer size to a page.
+    const actual = { ...options, devId: id, queues: info.nrHwQueues, depth: info.queueDepth, maxIoSize: info.maxIoBufBytes };
+    let cdevFd = -1;
+    const queues: QueueHandle[] = [];
+    try {
+      cdevFd = await openCharDev(id);
+      for (let q = 0; q < actual.queues; q++) queues.push(spawnQueue(actual, description, id, q, cdevFd));
+      await Promise.all(queues.map(waitReady));
+      const dev = new UblkDevice(ctrl, target, actual, description, info, cdevFd, queues);
+      dev.watchQueues();
+      // A queue that dies while the kernel waits for its fetches would leave it waiting forever.
+      await Promise.race([go(process.pid), dev.firstQueueFailure()]);
+      dev.info = await ctrl.getDevInfo(id);
+      return dev;
+    } catch (e) {
+      await stopQueues(queues);
+      if (cdevFd >= 0) file.close(cdevFd);
       throw e;
     }
   }
@@ -214,6 +254,19 @@ export class UblkDevice extends EventEmitter {
     await this.ctrl.delDev(this.id);
     this.target.close?.();
     if (stopError) throw stopError;
+  }
+}
+
+/** START_USER_RECOVERY, retried while the dead daemon's files are still being released (EBUSY). */
+async function startRecovery(ctrl: UblkControl, id: number): Promise<void> {
+  for (let i = 0; ; i++) {
+    try {
+      await ctrl.startUserRecovery(id);
+      return;
+    } catch (e) {
+      if (!(e instanceof UblkCommandError && e.code === 'EBUSY') || i >= 100) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 }
 

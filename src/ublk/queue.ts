@@ -340,13 +340,11 @@ export class UblkQueue implements QueueContext {
   }
 
   private dispatch(tag: number): void {
-    const d = tag * 6; // ublksrv_io_desc: op_flags, nr_sectors, start_sector lo/hi, addr lo/hi
     const desc = this.desc;
-    const opFlags = desc[d];
-    const op = opFlags & 0xff;
-    const flags = opFlags & ~0xff;
-    const length = desc[d + 1] * 512;
-    const offset = (desc[d + 2] + desc[d + 3] * 0x100000000) * 512;
+    const op = U.iodOp(desc, tag);
+    const flags = U.iodFlags(desc, tag);
+    const length = U.iodLength(desc, tag);
+    const offset = U.iodOffset(desc, tag);
     this.tagState[tag] = IN_TARGET;
     this.tagOp[tag] = op;
     this.tagLength[tag] = length;

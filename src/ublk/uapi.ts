@@ -188,8 +188,24 @@ export const ublksrv_io_cmd = {
   addr: 8, // u64
 } as const;
 
-export function ublkOp(opFlags: number): number {
-  return opFlags & 0xff;
+/*
+ * Reading ublksrv_io_desc[tag] in place, from a u32 view of the queue's
+ * descriptor mapping (6 words per tag). Small enough for V8 to inline on
+ * the IO path; sectors are 512 bytes whatever the logical block size.
+ */
+export function iodOp(desc: Uint32Array, tag: number): number {
+  return desc[tag * 6] & 0xff;
+}
+/** UBLK_IO_F_* bits of op_flags. */
+export function iodFlags(desc: Uint32Array, tag: number): number {
+  return desc[tag * 6] & ~0xff;
+}
+export function iodLength(desc: Uint32Array, tag: number): number {
+  return desc[tag * 6 + 1] * 512;
+}
+/** start_sector (u64) in bytes; exact below 2^53. */
+export function iodOffset(desc: Uint32Array, tag: number): number {
+  return (desc[tag * 6 + 2] + desc[tag * 6 + 3] * 0x100000000) * 512;
 }
 
 /** The mmap offset of queue q's descriptors on /dev/ublkcN. */

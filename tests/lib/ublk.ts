@@ -3,7 +3,7 @@
  * would, and look at what a command left behind (devices, state files,
  * daemons, open file descriptors).
  */
-import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
+import { spawn, spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import { existsSync, readdirSync, readlinkSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -20,13 +20,12 @@ export interface Result {
 }
 
 /**
- * The environment of the commands a test runs: as a user's shell has it,
- * without the hooks tap puts in NODE_OPTIONS for its own processes.
+ * Runs a command as a user's shell would: tap's process tracking puts hooks
+ * in NODE_OPTIONS of every child (even when given another env), which would
+ * load tap into the CLI and its daemon; `env -u` drops them.
  */
-export const USER_ENV: NodeJS.ProcessEnv = { ...process.env, NODE_OPTIONS: '' };
-
 function run(cmd: string, args: string[], opts: SpawnSyncOptions = {}): Result {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 300_000, env: USER_ENV, ...opts });
+  const r = spawnSync('env', ['-u', 'NODE_OPTIONS', cmd, ...args], { encoding: 'utf8', timeout: 300_000, ...opts });
   return { code: r.status ?? 128 + 9, stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? '') };
 }
 
@@ -152,4 +151,50 @@ export async function waitFor(what: () => boolean, ms: number): Promise<boolean>
     await new Promise((r) => setTimeout(r, 50));
   }
   return true;
+}
+
+/** A command started in the background, with its output collected. */
+export interface Background {
+  pid: number;
+  done: Promise<Result>;
+  /** Milliseconds from start to exit, once done. */
+  elapsed(): number;
+}
+
+export function background(cmd: string, args: string[], cwd = '/tmp'): Background {
+  const child = spawn('env', ['-u', 'NODE_OPTIONS', cmd, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  const start = Date.now();
+  let end = 0;
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+  child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+  const done = new Promise<Result>((resolve) =>
+    child.on('close', (code, signal) => {
+      end = Date.now();
+      resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr });
+    }),
+  );
+  return { pid: child.pid ?? -1, done, elapsed: () => (end || Date.now()) - start };
+}
+
+/** fio's per-job errors from its JSON output (see fio()). */
+export function fioErrors(r: Result): number[] {
+  try {
+    const json = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as { jobs: { error: number }[] };
+    return json.jobs.map((j) => j.error);
+  } catch {
+    return [-1];
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The state file of device `id`, as the daemon wrote it. */
+export function deviceState(id: number): { pid: number; [k: string]: unknown } | null {
+  try {
+    return JSON.parse(readFileSync(`${RUN_DIR}/${id}.json`, 'utf8')) as { pid: number };
+  } catch {
+    return null;
+  }
 }

@@ -54,3 +54,33 @@ t.test('queue q descriptors live at q * round_up(4096 * 24, page)', async (t) =>
   t.equal(U.descOffset(1), 98304);
   t.equal(U.descOffset(3), 3 * 98304);
 });
+
+t.test('any ublksrv_io_desc decodes to the op, flags, offset and length it holds', async (t) => {
+  const fc = (await import('fast-check')).default;
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: 4095 }),
+      fc.integer({ min: 0, max: 255 }),
+      fc.integer({ min: 0, max: 0xffffff }),
+      fc.integer({ min: 0, max: 0xffffffff }),
+      fc.integer({ min: 0, max: 2 ** 44 - 1 }),
+      (tag, op, flagBits, nrSectors, startSector) => {
+        const desc = new Uint32Array(4096 * 6);
+        const dv = new DataView(desc.buffer);
+        const base = tag * U.ublksrv_io_desc.SIZE;
+        dv.setUint32(base + U.ublksrv_io_desc.op_flags, (op | (flagBits << 8)) >>> 0, true);
+        dv.setUint32(base + U.ublksrv_io_desc.nr_sectors, nrSectors, true);
+        dv.setBigUint64(base + U.ublksrv_io_desc.start_sector, BigInt(startSector), true);
+        dv.setBigUint64(base + U.ublksrv_io_desc.addr, 0xdeadbeefn, true);
+        return (
+          U.iodOp(desc, tag) === op &&
+          U.iodFlags(desc, tag) >>> 0 === (flagBits << 8) >>> 0 &&
+          U.iodLength(desc, tag) === nrSectors * 512 &&
+          U.iodOffset(desc, tag) === startSector * 512
+        );
+      },
+    ),
+    { numRuns: 500 },
+  );
+  t.pass('500 random descriptors decoded');
+});

@@ -24,7 +24,7 @@ const cases: [string, string[], RegExp][] = [
   ['an empty file', ['-f', join(dir, 'empty.img')], /is empty/],
   ['a size that is not a multiple of 512', ['-f', join(dir, 'odd.img')], /not a multiple of the logical block size/],
   ['no file', [], /needs a backing file/],
-  ['an unknown engine', ['-f', ok, '--engine', 'floppy'], /Allowed choices are aio, uring/],
+  ['an unknown engine', ['-f', ok, '--engine', 'floppy'], /--engine must be one of aio, uring, not 'floppy'/],
 ];
 
 for (const [name, args, message] of cases) {

@@ -57,6 +57,8 @@ const loop: Target<LoopOptions> = {
   },
   close() {
     if (backing !== null) {
+      // What the kernel acknowledged must be on disk before the device is gone.
+      if (!backing.readOnly) file.fdatasync(backing.fd);
       file.close(backing.fd);
       backing = null;
     }

@@ -92,12 +92,24 @@ export async function add(o: AddOptions): Promise<number> {
     );
     if (exists) throw new CliError(`device ${options.devId} already exists`);
   });
-  if (o.foreground) {
+  return startDaemon(options, 'add', o.foreground === true, o.json === true);
+}
+
+/**
+ * Runs the daemon for `options` (detached, or in this process with
+ * foreground) and prints the device once it is live; shared by add and
+ * recover. Returns the exit code.
+ */
+export async function startDaemon(options: DaemonOptions, command: string, foreground: boolean, json: boolean): Promise<number> {
+  const warn = (ws: string[] | undefined) => {
+    for (const w of ws ?? []) process.stderr.write(`ublk: ${command}: warning: ${w}\n`);
+  };
+  if (foreground) {
     return runDaemon(options, {
       ready: (r) => {
-        for (const w of r.warnings ?? []) process.stderr.write(`ublk: add: warning: ${w}\n`);
-        if (r.state) printDevice(r.state, o.json === true);
-        else process.stderr.write(`ublk: add: ${r.error}\n`);
+        warn(r.warnings);
+        if (r.state) printDevice(r.state, json);
+        else process.stderr.write(`ublk: ${command}: ${r.error}\n`);
       },
     });
   }
@@ -113,11 +125,11 @@ export async function add(o: AddOptions): Promise<number> {
   } catch {
     result = { error: `the daemon said something unexpected: ${line}` };
   }
-  for (const w of result.warnings ?? []) process.stderr.write(`ublk: add: warning: ${w}\n`);
+  warn(result.warnings);
   if (result.state) {
     (child.stdio[3] as Readable).destroy();
     child.unref();
-    printDevice(result.state, o.json === true);
+    printDevice(result.state, json);
     return 0;
   }
   const code = await exited;
