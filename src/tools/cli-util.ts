@@ -1,5 +1,5 @@
 /** What every command checks and how it fails: one line on stderr, a non-zero exit. */
-import { readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { InvalidArgumentError } from 'commander';
 import { UblkControl } from '../ublk/control.js';
 
@@ -44,4 +44,19 @@ export function kernelDeviceIds(): number[] {
     .filter((m): m is RegExpExecArray => m !== null)
     .map((m) => Number(m[1]))
     .sort((a, b) => a - b);
+}
+
+export const UBLKS_MAX_PATH = '/sys/module/ublk_drv/parameters/ublks_max';
+
+/**
+ * ublk_drv's ublks_max module parameter (default 64), or null when it cannot
+ * be read. ublk-ts keeps device ids below it and the count of devices at it.
+ */
+export function ublksMax(): number | null {
+  try {
+    const n = Number(readFileSync(UBLKS_MAX_PATH, 'utf8').trim());
+    return Number.isInteger(n) && n > 0 ? n : null;
+  } catch {
+    return null;
+  }
 }

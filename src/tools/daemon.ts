@@ -3,12 +3,12 @@
  * and stop requests on a unix socket, and on SIGTERM/SIGINT (or `ublk del`)
  * lets in-flight IO complete, then stops and deletes the device.
  */
-import { appendFileSync, rmSync } from 'node:fs';
+import { appendFileSync, realpathSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { UblkControl } from '../ublk/control.js';
 import { UblkDevice, type DeviceOptions } from '../ublk/device.js';
 import { readQueueStats } from '../ublk/queue-stats.js';
-import { type DeviceState, logPath, removeState, socketPath, writeState } from '../ublk/state.js';
+import { type DeviceState, logPath, readState, removeState, socketPath, stateIds, writeState } from '../ublk/state.js';
 import { describeError } from './errors.js';
 
 export interface DaemonOptions extends DeviceOptions {
@@ -31,12 +31,43 @@ export function log(id: number, message: string): void {
   }
 }
 
+/**
+ * The device that already serves this backing file, from the state files
+ * (flock alone does not see a --recoverable device whose daemon died, and
+ * `ublk recover` will serve the file again).
+ */
+async function backingOwner(ctrl: UblkControl, options: DaemonOptions): Promise<number | null> {
+  const file = options.targetOptions.file;
+  if (typeof file !== 'string') return null;
+  let real: string;
+  try {
+    real = realpathSync(file);
+  } catch {
+    return null; // the target will say what is wrong with it
+  }
+  for (const id of stateIds()) {
+    if (options.recover && id === options.devId) continue;
+    const other = readState(id)?.targetOptions.file;
+    if (typeof other !== 'string') continue;
+    let same = false;
+    try {
+      same = realpathSync(other) === real;
+    } catch {
+      continue;
+    }
+    if (same && (await ctrl.getDevInfo(id).then(() => true, () => false))) return id;
+  }
+  return null;
+}
+
 /** Runs until the device is stopped; resolves with the process exit code. */
 export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Promise<number> {
   let ctrl: UblkControl;
   let dev: UblkDevice;
   try {
     ctrl = UblkControl.open();
+    const owner = await backingOwner(ctrl, options);
+    if (owner !== null) throw new Error(`${String(options.targetOptions.file)} is already used by ublk device ${owner}`);
     dev = options.recover ? await UblkDevice.recover(options, ctrl) : await UblkDevice.create(options, ctrl);
   } catch (e) {
     hooks.ready({ error: describeError(e, { devId: options.devId }) });

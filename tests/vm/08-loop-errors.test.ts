@@ -43,7 +43,7 @@ t.test('a file already served by another device', async (t) => {
   const before = snapshot();
   const r = ublk('add', '-t', 'loop', '-f', ok);
   t.equal(r.code, 1);
-  t.match(r.stderr, /is already used by another ublk-ts device/);
+  t.match(r.stderr, new RegExp(`ok\\.img is already used by ublk device ${dev.id}`));
   t.same(snapshot(), before);
   t.equal(ublk('del', '-n', String(dev.id)).code, 0);
 });

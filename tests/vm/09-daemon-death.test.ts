@@ -43,7 +43,7 @@ t.test('--recoverable: 5 kill/recover cycles under fio verify, which passes', as
   t.teardown(() => rmSync(img, { force: true }));
   const before = snapshot();
   const dev = addDevice('-t', 'loop', '-f', img, '-q', '2', '--recoverable');
-  const fio = background('fio', verifyJob(dev.blockDevice, ['--loops=1000', '--time_based', '--runtime=150']));
+  const fio = background('fio', verifyJob(dev.blockDevice, ['--time_based', '--runtime=75']));
   for (let cycle = 1; cycle <= 5; cycle++) {
     await sleep(2000);
     const pid = deviceState(dev.id)!.pid;

@@ -6,7 +6,7 @@ import { addDevice, background, cleanup, fio, processAlive, scratchDir, sh, slee
 
 t.teardown(cleanup);
 
-t.test('SIGTERM to the daemon: in-flight writes complete, then the device goes; fio --verify_only passes on the image', async (t) => {
+t.test('SIGTERM to the daemon: in-flight writes complete, then the device goes; fio --verify_only finds every write it saw complete', async (t) => {
   const img = join(scratchDir(), 'sigterm.img');
   sh(`truncate -s 128M ${img}`);
   // fio keeps its verify state (what it saw written) in its working directory.
@@ -28,7 +28,12 @@ t.test('SIGTERM to the daemon: in-flight writes complete, then the device goes; 
   const loop = sh(`losetup --direct-io=on --find --show ${img}`).stdout.trim();
   t.match(loop, /^\/dev\/loop\d+$/, 'the image on a kernel loop device');
   t.teardown(() => sh(`losetup -d ${loop}`));
-  const check = fio([...job, `--filename=${loop}`, '--verify_only', '--verify_state_load=1', '--verify_fatal=1'], work);
-  t.equal(check.code, 0, check.output.slice(-800));
-  t.same(check.errors, [0], 'every acknowledged write is in the image');
+  const check = fio([...job, `--filename=${loop}`, '--verify_only', '--verify_state_load=1', '--verify_fatal=0'], work);
+  // fio's saved state counts a write as done once issued, so the writes
+  // that failed when the device went away (it reports each) are verified
+  // too; those may be missing. Every other block must be there.
+  const failed = new Set([...(w.stdout + w.stderr).matchAll(/io_u error on file [^\n]*?write offset=(\d+)/g)].map((m) => Number(m[1])));
+  const bad = [...check.output.matchAll(/verify[^\n]*? offset[= ](\d+)/g)].map((m) => Number(m[1]));
+  t.ok(check.output.includes('"io_bytes"'), 'fio verified the image');
+  t.same(bad.filter((o) => !failed.has(o)), [], `every write fio saw complete is in the image (${bad.length} bad blocks, all among the ${failed.size} writes fio saw fail)`);
 });

@@ -7,7 +7,7 @@ import { targetModuleUrl } from '../../target/registry.js';
 import type { DeviceState } from '../../ublk/state.js';
 import { runDaemon, type DaemonOptions } from '../daemon.js';
 import { formatSize } from '../format.js';
-import { CliError, requireRoot, withControl } from '../cli-util.js';
+import { CliError, UBLKS_MAX_PATH, kernelDeviceIds, requireRoot, ublksMax, withControl } from '../cli-util.js';
 
 export interface AddOptions {
   type: string;
@@ -85,6 +85,11 @@ export async function add(o: AddOptions): Promise<number> {
   const options = daemonOptions(o);
   requireRoot();
   await withControl(async (ctrl) => {
+    const max = ublksMax();
+    if (max !== null) {
+      if (options.devId >= max) throw new CliError(`device id ${options.devId} is beyond ublk_drv's ublks_max (${max}; see ${UBLKS_MAX_PATH})`);
+      if (kernelDeviceIds().length >= max) throw new CliError(`too many ublk devices (see ${UBLKS_MAX_PATH})`);
+    }
     if (options.devId < 0) return;
     const exists = await ctrl.getDevInfo(options.devId).then(
       () => true,
