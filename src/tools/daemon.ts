@@ -5,9 +5,10 @@
  */
 import { appendFileSync, realpathSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
-import { UblkControl } from '../ublk/control.js';
-import { UblkDevice, type DeviceOptions } from '../ublk/device.js';
-import { readQueueStats } from '../ublk/queue-stats.js';
+import { type CreateDeviceOptions, type Device, createDevice, recoverDevice } from '../ublk/api.js';
+import type { UblkControl } from '../ublk/control.js';
+import type { DeviceOptions } from '../ublk/device.js';
+import { withControl } from './cli-util.js';
 import { type DeviceState, logPath, readState, removeState, socketPath, stateIds, writeState } from '../ublk/state.js';
 import { describeError } from './errors.js';
 
@@ -62,31 +63,39 @@ async function backingOwner(ctrl: UblkControl, options: DaemonOptions): Promise<
 
 /** Runs until the device is stopped; resolves with the process exit code. */
 export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Promise<number> {
-  let ctrl: UblkControl;
-  let dev: UblkDevice;
+  let dev: Device;
   try {
-    ctrl = UblkControl.open();
-    const owner = await backingOwner(ctrl, options);
+    const owner = await withControl((ctrl) => backingOwner(ctrl, options));
     if (owner !== null) throw new Error(`${String(options.targetOptions.file)} is already used by ublk device ${owner}`);
-    dev = options.recover ? await UblkDevice.recover(options, ctrl) : await UblkDevice.create(options, ctrl);
+    const api: CreateDeviceOptions = {
+      target: options.targetModule,
+      targetOptions: options.targetOptions,
+      id: options.devId,
+      queues: options.queues,
+      depth: options.depth,
+      maxIoSize: options.maxIoSize,
+      recoverable: options.recoverable,
+      pollMaxNs: options.pollMaxNs,
+    };
+    dev = options.recover ? await recoverDevice({ ...api, id: options.devId }) : await createDevice(api);
   } catch (e) {
     hooks.ready({ error: describeError(e, { devId: options.devId }) });
     return 1;
   }
-  const id = dev.id;
+  const id = dev.info.id;
   const state: DeviceState = {
     id,
     pid: process.pid,
     target: options.target,
     targetModule: options.targetModule,
     targetOptions: options.targetOptions,
-    queues: dev.info.nrHwQueues,
-    depth: dev.info.queueDepth,
-    maxIoSize: dev.info.maxIoBufBytes,
+    queues: dev.info.queues,
+    depth: dev.info.depth,
+    maxIoSize: dev.info.maxIoSize,
     recoverable: options.recoverable === true,
     pollMaxNs: options.pollMaxNs ?? 0,
-    size: dev.description.size,
-    info: dev.description.info ?? {},
+    size: dev.info.size,
+    info: dev.info.target,
     created: new Date().toISOString(),
   };
 
@@ -109,7 +118,6 @@ export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Pro
       })
       .finally(() => {
         removeState(id);
-        ctrl.close();
         settle();
       });
   };
@@ -118,7 +126,7 @@ export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Pro
   process.on('SIGHUP', () => undefined);
   // A bug must not leave a device whose IO hangs: record it, then stop cleanly.
   process.on('uncaughtException', (e) => shutdown(`internal error: ${e.stack ?? e}`, 1));
-  dev.on('dead', (message: string) => shutdown(`a queue failed: ${message}`, 1));
+  void dev.failed.then((message) => shutdown(`a queue failed: ${message}`, 1));
 
   try {
     writeState(state);
@@ -130,13 +138,13 @@ export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Pro
     return 1;
   }
   log(id, `live: pid ${process.pid}, ${state.queues} queue(s) of depth ${state.depth}, target ${options.target}`);
-  hooks.ready({ state, warnings: dev.description.warnings });
+  hooks.ready({ state, warnings: [...dev.warnings] });
   await done;
   return exitCode;
 }
 
 /** One JSON request per connection: {"cmd":"stats"} or {"cmd":"stop"}. */
-async function serveControl(id: number, dev: UblkDevice, stop: (why: string) => void): Promise<Server> {
+async function serveControl(id: number, dev: Device, stop: (why: string) => void): Promise<Server> {
   const path = socketPath(id);
   rmSync(path, { force: true });
   const server = createServer((conn) => {
@@ -148,8 +156,10 @@ async function serveControl(id: number, dev: UblkDevice, stop: (why: string) => 
       let reply: unknown;
       try {
         const req = JSON.parse(input) as { cmd?: string };
-        if (req.cmd === 'stats') reply = { ok: true, stats: dev.queueStats().map(readQueueStats), target: dev.targetStats() };
-        else if (req.cmd === 'stop') {
+        if (req.cmd === 'stats') {
+          const st = dev.stats();
+          reply = { ok: true, stats: st.queues, target: st.target };
+        } else if (req.cmd === 'stop') {
           reply = { ok: true };
           setImmediate(() => stop('stop requested'));
         } else reply = { ok: false, error: `unknown request ${JSON.stringify(req.cmd)}` };

@@ -36,3 +36,12 @@ export function newQueueStats(): Float64Array {
 export function readQueueStats(s: Float64Array): Record<QueueStatName, number> {
   return Object.fromEntries(QUEUE_STAT_NAMES.map((n, i) => [n, s[i]])) as Record<QueueStatName, number>;
 }
+
+/** The sum of every counter over queues (pollNs: the largest). */
+export function sumQueueStats(queues: Record<QueueStatName, number>[]): Record<QueueStatName, number> {
+  const t = {} as Record<QueueStatName, number>;
+  for (const n of QUEUE_STAT_NAMES) {
+    t[n] = n === 'pollNs' ? Math.max(0, ...queues.map((q) => q[n])) : queues.reduce((s, q) => s + q[n], 0);
+  }
+  return t;
+}
