@@ -314,18 +314,12 @@ export class UblkQueue implements QueueContext {
   private onIoCmd(tag: number, res: number): void {
     if (res === U.UBLK_IO_RES_OK) {
       this.dispatch(tag);
-    } else if (res === U.UBLK_IO_RES_ABORT) {
-      if (this.tagState[tag] !== ABORTED) {
-        this.tagState[tag] = ABORTED;
-        this.aborted++;
-      }
-    } else {
-      // The kernel refused the command (e.g. a commit after the queue died):
-      // this tag gets no more requests.
-      if (this.tagState[tag] !== ABORTED) {
-        this.tagState[tag] = ABORTED;
-        this.aborted++;
-      }
+    } else if (this.tagState[tag] !== ABORTED) {
+      // UBLK_IO_RES_ABORT: the queue is going away. Any other error: the
+      // kernel refused the command (a commit after the queue died). Either
+      // way this tag gets no more requests.
+      this.tagState[tag] = ABORTED;
+      this.aborted++;
     }
   }
 

@@ -41,3 +41,16 @@ t.test('blkdiscard -z zeroes a range', async (t) => {
   t.equal(ublk('del', '-n', String(dev.id)).code, 0);
   t.equal(sh(`cmp -n 4M ${img} /dev/zero`).code !== 0, true, 'the image kept its other data');
 });
+
+t.test('blkdiscard -z on an image in tmpfs, which cannot zero a range in place', async (t) => {
+  const img = '/tmp/zero-tmpfs.img';
+  sh(`head -c 32M /dev/urandom > ${img}`);
+  t.teardown(() => rmSync(img, { force: true }));
+  const dev = addDevice('-t', 'loop', '-f', img);
+  sh('dmesg -C');
+  t.equal(sh(`blkdiscard -z -o 1M -l 8M ${dev.blockDevice}`).code, 0, 'blkdiscard -z');
+  t.ok(allZero(dev.blockDevice, 1, 8), 'the range reads as zeros');
+  t.notOk(allZero(dev.blockDevice, 9, 1), 'the data after it is still there');
+  t.notMatch(sh('dmesg').stdout, /ublkb\d+|I\/O error|critical/, 'the kernel saw no error');
+  t.equal(ublk('del', '-n', String(dev.id)).code, 0);
+});

@@ -44,11 +44,20 @@ export class LoopQueue implements TargetQueue {
   private readonly aio: AioEngine | null;
   /** SQEs of this target on the queue ring, not yet completed. */
   private ringInFlight = 0;
+  /** FALLOC_FL_ZERO_RANGE works on the backing (until it says EOPNOTSUPP). */
+  private zeroRange = true;
+  // Each tag's fallocate, to issue it again another way.
+  private readonly fallocMode: Uint8Array;
+  private readonly fallocOffset: Float64Array;
+  private readonly fallocLength: Float64Array;
 
   constructor(ctx: QueueContext, data: LoopQueueData) {
     this.ctx = ctx;
     this.fd = data.fd;
     this.readOnly = data.readOnly;
+    this.fallocMode = new Uint8Array(ctx.depth);
+    this.fallocOffset = new Float64Array(ctx.depth);
+    this.fallocLength = new Float64Array(ctx.depth);
     if (data.engine === 'aio') {
       // The queue's own poller spins on both rings; the engine never polls.
       this.aio = new AioEngine({ depth: ctx.depth }, (tag, res) => ctx.complete(tag, res));
@@ -82,8 +91,8 @@ export class LoopQueue implements TargetQueue {
         this.ringFallocate(tag, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
         return undefined;
       case UBLK_IO_OP_WRITE_ZEROES:
-        // NOUNMAP: the blocks must stay allocated; otherwise a hole reads as zeros too.
-        this.ringFallocate(tag, (flags & UBLK_IO_F_NOUNMAP ? FALLOC_FL_ZERO_RANGE : FALLOC_FL_PUNCH_HOLE) | FALLOC_FL_KEEP_SIZE, offset, length);
+        // NOUNMAP: the blocks should stay allocated; otherwise a hole reads as zeros too.
+        this.ringFallocate(tag, (flags & UBLK_IO_F_NOUNMAP && this.zeroRange ? FALLOC_FL_ZERO_RANGE : FALLOC_FL_PUNCH_HOLE) | FALLOC_FL_KEEP_SIZE, offset, length);
         return undefined;
       default:
         return -EOPNOTSUPP;
@@ -108,6 +117,9 @@ export class LoopQueue implements TargetQueue {
   }
 
   private ringFallocate(tag: number, mode: number, offset: number, length: number): void {
+    this.fallocMode[tag] = mode;
+    this.fallocOffset[tag] = offset;
+    this.fallocLength[tag] = length;
     const ring = this.ctx.ring;
     const sqe = this.ctx.getSqe();
     prepFallocate(ring, sqe, this.fd, mode, offset, length);
@@ -115,8 +127,15 @@ export class LoopQueue implements TargetQueue {
     this.ringInFlight++;
   }
 
-  onCqe(tag: number, _kind: number, res: number): void {
+  onCqe(tag: number, kind: number, res: number): void {
     this.ringInFlight--;
+    if (kind === FALLOCATE && res === -EOPNOTSUPP && this.fallocMode[tag] & FALLOC_FL_ZERO_RANGE) {
+      // tmpfs and some other filesystems punch holes but cannot zero a range
+      // in place: zeros are what was asked for, so punch from now on.
+      this.zeroRange = false;
+      this.ringFallocate(tag, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, this.fallocOffset[tag], this.fallocLength[tag]);
+      return;
+    }
     // A short read or write completes its part; ublk_drv requeues the rest.
     this.ctx.complete(tag, res);
   }
