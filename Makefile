@@ -40,7 +40,7 @@ bench-aio: build
 	bench/aio/run
 
 bench-ublk: build
-	tests/vm/ublk-env run --disk 2048 -- bench/ublk/run
+	tests/vm/ublk-env run --disk 2048 --timeout 2400 -- bench/ublk/run
 
 clean:
 	rm -rf dist .tap

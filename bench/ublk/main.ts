@@ -1,0 +1,480 @@
+/**
+ * bench-ublk: ublk-ts against the kernel loop driver and the raw image, in
+ * one run, on one backing image on a real block device (bench/ublk/run makes
+ * it). Every line is one fio run (libaio, O_DIRECT, time-based, same
+ * runtime); the ublk-ts devices are created fresh for each (variant,
+ * workload), so their statistics (`ublk stats -n ID --json`) belong to that
+ * run alone. Variants of one workload run back to back, so drift in the
+ * (virtual) disk hits them alike.
+ *
+ * Prints the table (each line against the kernel loop line of its
+ * workload), the per-IO cost counters of the ublk-ts lines, the
+ * completions-per-reap percentiles of the AIO engine, writes everything as
+ * JSON (--out), and last the summary line:
+ *   ublk-ts loop (aio) / kernel loop 4k randread QD32 IOPS ratio: <x.xx>
+ *
+ *   node dist/bench/ublk/main.js --image IMG [--seconds 15] [--ramp 3]
+ *        [--poll-max-ns 50000] [--out bench/results/latest.json]
+ *        [--workloads a,b] [--variants x,y]
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { REAP_PERCENTILES } from '../../src/aio/stats.js';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const UBLK = join(root, 'bin/ublk');
+
+const { values } = parseArgs({
+  options: {
+    image: { type: 'string' },
+    seconds: { type: 'string', default: '15' },
+    ramp: { type: 'string', default: '3' },
+    'poll-max-ns': { type: 'string', default: '50000' },
+    depth: { type: 'string', default: '128' },
+    out: { type: 'string', default: join(root, 'bench/results/latest.json') },
+    workloads: { type: 'string' },
+    variants: { type: 'string' },
+  },
+});
+if (values.image === undefined) throw new Error('usage: main --image IMG [--seconds N] [--ramp N] [--out FILE]');
+const image = realpathSync(values.image);
+const seconds = Number(values.seconds);
+const ramp = Number(values.ramp);
+const pollMaxNs = Number(values['poll-max-ns']);
+const depth = Number(values.depth);
+const started = Date.now();
+
+const say = (s: string): void => void process.stderr.write(`bench-ublk: ${s}\n`);
+
+// ---- workloads and variants ------------------------------------------------------
+
+interface Workload {
+  key: string;
+  label: string;
+  rw: 'randread' | 'randwrite' | 'read';
+  bs: string;
+  qd: number;
+  jobs: number;
+  /** MB/s instead of IOPS */
+  bandwidth: boolean;
+}
+
+const WORKLOADS: Workload[] = [
+  { key: 'randread-4k-qd1', label: '4k randread QD1', rw: 'randread', bs: '4k', qd: 1, jobs: 1, bandwidth: false },
+  { key: 'randread-4k-qd32', label: '4k randread QD32', rw: 'randread', bs: '4k', qd: 32, jobs: 1, bandwidth: false },
+  { key: 'randwrite-4k-qd32', label: '4k randwrite QD32', rw: 'randwrite', bs: '4k', qd: 32, jobs: 1, bandwidth: false },
+  { key: 'read-128k-qd8', label: '128k seq read QD8', rw: 'read', bs: '128k', qd: 8, jobs: 1, bandwidth: true },
+  { key: 'randread-4k-qd32-2jobs', label: '4k randread QD32 x2 jobs, 2 queues', rw: 'randread', bs: '4k', qd: 32, jobs: 2, bandwidth: false },
+];
+
+interface Device {
+  path: string;
+  id?: number;
+  pid?: number;
+}
+
+interface Variant {
+  key: string;
+  label: string;
+  /** a ublk-ts device (fresh per run) */
+  ublk?: (w: Workload) => string[];
+  /** the AIO engine: completions-per-reap percentiles are reported */
+  aio?: boolean;
+}
+
+let loopDev = '';
+let loopName = '';
+const VARIANTS: Variant[] = [
+  { key: 'raw', label: 'raw image (O_DIRECT)' },
+  { key: 'kloop', label: 'kernel loop dio' },
+  { key: 'ublk-aio', label: 'ublk-ts loop aio', aio: true, ublk: (w) => ['-t', 'loop', '-f', image, '--engine', 'aio', ...qd(w)] },
+  {
+    key: 'ublk-aio-poll',
+    label: `ublk-ts loop aio poll`,
+    aio: true,
+    ublk: (w) => ['-t', 'loop', '-f', image, '--engine', 'aio', '--poll-max-ns', String(pollMaxNs), ...qd(w)],
+  },
+  { key: 'ublk-uring', label: 'ublk-ts loop uring', ublk: (w) => ['-t', 'loop', '-f', image, '--engine', 'uring', ...qd(w)] },
+  { key: 'ublk-null', label: 'ublk-ts null', ublk: (w) => ['-t', 'null', '-s', '1G', ...qd(w)] },
+];
+function qd(w: Workload): string[] {
+  return ['-q', String(w.jobs > 1 ? 2 : 1), '-d', String(depth)];
+}
+
+const pick = <T extends { key: string }>(all: T[], list: string | undefined): T[] => {
+  if (list === undefined) return all;
+  const keys = list.split(',');
+  for (const k of keys) if (!all.some((x) => x.key === k)) throw new Error(`unknown: ${k} (one of ${all.map((x) => x.key).join(', ')})`);
+  return all.filter((x) => keys.includes(x.key));
+};
+const workloads = pick(WORKLOADS, values.workloads);
+const variants = pick(VARIANTS, values.variants);
+
+// ---- helpers -----------------------------------------------------------------------
+
+function sh(cmd: string, args: string[]): string {
+  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+function ublk(args: string[]): string {
+  try {
+    return execFileSync(process.execPath, [UBLK, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    const err = e as { stderr?: string; message: string };
+    throw new Error(`ublk ${args.join(' ')}: ${(err.stderr ?? '').trim() || err.message}`);
+  }
+}
+
+const live = new Set<number>();
+function cleanup(): void {
+  for (const id of live) {
+    try {
+      ublk(['del', '-n', String(id)]);
+    } catch {
+      /* best effort */
+    }
+  }
+  live.clear();
+  if (loopDev !== '') {
+    try {
+      sh('losetup', ['-d', loopDev]);
+    } catch {
+      /* best effort */
+    }
+    loopDev = '';
+  }
+}
+process.on('exit', cleanup);
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
+
+interface ProcSample {
+  /** clock ticks, all threads */
+  utime: number;
+  stime: number;
+  /** context switches summed over the threads alive now */
+  voluntary: number;
+  involuntary: number;
+}
+/** CPU time and context switches of a process (all its threads). */
+function procSample(pid: number): ProcSample {
+  const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+  const r: ProcSample = { utime: Number(f[11]), stime: Number(f[12]), voluntary: 0, involuntary: 0 };
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const st = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      r.voluntary += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(st)?.[1] ?? 0);
+      r.involuntary += Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(st)?.[1] ?? 0);
+    } catch {
+      /* the thread ended */
+    }
+  }
+  return r;
+}
+/** [busy, total] jiffies of all CPUs. */
+function cpuTicks(): [number, number] {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  const idle = f[3] + f[4];
+  return [total - idle, total];
+}
+const HZ = Number(sh('getconf', ['CLK_TCK']).trim()) || 100;
+
+interface Fio {
+  iops: number;
+  mbps: number;
+  ios: number;
+  meanUs: number;
+  p99Us: number;
+  fioCpuPct: number;
+}
+
+function fio(path: string, w: Workload): Fio {
+  const args = [
+    `--name=${w.key}`,
+    `--filename=${path}`,
+    `--rw=${w.rw}`,
+    `--bs=${w.bs}`,
+    `--iodepth=${w.qd}`,
+    `--numjobs=${w.jobs}`,
+    '--group_reporting=1',
+    '--ioengine=libaio',
+    '--direct=1',
+    '--time_based=1',
+    `--runtime=${seconds}`,
+    `--ramp_time=${ramp}`,
+    '--norandommap=1',
+    '--randrepeat=0',
+    '--output-format=json',
+  ];
+  const out = sh('fio', args);
+  const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
+  const dir = w.rw === 'randwrite' ? job.write : job.read;
+  if (job.error !== 0 || dir.io_bytes === 0) throw new Error(`fio on ${path}: error ${job.error}, ${dir.io_bytes} bytes`);
+  return {
+    iops: dir.iops,
+    mbps: dir.bw_bytes / 1e6,
+    ios: dir.total_ios,
+    meanUs: dir.clat_ns.mean / 1000,
+    p99Us: (dir.clat_ns.percentile?.['99.000000'] ?? NaN) / 1000,
+    fioCpuPct: job.usr_cpu + job.sys_cpu,
+  };
+}
+
+// ---- one line --------------------------------------------------------------------
+
+interface PerIo {
+  /** io_uring_enter calls of the queue loop per IO (dispatcher "enters") */
+  entersPerIo: number;
+  /** blocking waits per IO */
+  waitsPerIo: number;
+  /** io_submit calls per IO (AIO engine) */
+  submitsPerIo?: number;
+  /** ring looks that found completions, per IO (AIO engine) */
+  reapsPerIo?: number;
+  pollHits: number;
+  pollMisses: number;
+  pollNs: number;
+  eagains?: number;
+  /** daemon CPU time (all threads) per IO, µs: in all, in user mode, in the kernel */
+  daemonCpuUsPerIo: number;
+  daemonUserUsPerIo: number;
+  daemonSysUsPerIo: number;
+  /** daemon context switches (voluntary + not) per IO: its sleeps and wake-ups */
+  ctxSwitchesPerIo: number;
+  /** daemon CPU, % of one CPU */
+  daemonCpuPct: number;
+}
+
+interface Line {
+  workload: string;
+  variant: string;
+  label: string;
+  device: string;
+  iops: number;
+  mbps: number;
+  meanUs: number;
+  p99Us: number;
+  /** against the kernel loop line of the same workload (IOPS, or MB/s for the 128k line) */
+  ratio: number | null;
+  /** guest CPU busy over the run, % of all CPUs */
+  cpuBusyPct: number;
+  fioCpuPct: number;
+  perIo?: PerIo;
+  reapPercentiles?: Record<string, number>;
+  stats?: unknown;
+}
+
+function setUp(v: Variant, w: Workload): Device {
+  if (v.key === 'raw') return { path: image };
+  if (v.key === 'kloop') return { path: loopDev };
+  const d = JSON.parse(ublk(['add', ...v.ublk!(w), '--json'])) as { id: number; blockDevice: string; pid: number };
+  live.add(d.id);
+  if (!statSync(d.blockDevice).isBlockDevice()) throw new Error(`${d.blockDevice} is not a block device`);
+  return { path: d.blockDevice, id: d.id, pid: d.pid };
+}
+
+function tearDown(d: Device): void {
+  if (d.id === undefined) return;
+  ublk(['del', '-n', String(d.id)]);
+  live.delete(d.id);
+}
+
+type Counters = Record<string, number>;
+interface StatsJson {
+  queues: Counters[];
+  total: Counters;
+  target: { aio?: (Counters | null)[]; reapPercentiles?: Record<string, number> } | null;
+}
+
+function runLine(v: Variant, w: Workload): Line {
+  const d = setUp(v, w);
+  try {
+    const p0 = d.pid !== undefined ? procSample(d.pid) : null;
+    const c0 = cpuTicks();
+    const r = fio(d.path, w);
+    const c1 = cpuTicks();
+    const p1 = d.pid !== undefined ? procSample(d.pid) : null;
+    const line: Line = {
+      workload: w.key,
+      variant: v.key,
+      label: v.label,
+      device: d.path,
+      iops: r.iops,
+      mbps: r.mbps,
+      meanUs: r.meanUs,
+      p99Us: r.p99Us,
+      ratio: null,
+      cpuBusyPct: (100 * (c1[0] - c0[0])) / Math.max(1, c1[1] - c0[1]),
+      fioCpuPct: r.fioCpuPct,
+    };
+    if (d.id !== undefined) {
+      const s = JSON.parse(ublk(['stats', '-n', String(d.id), '--json'])) as StatsJson;
+      // The counters include the ramp and the partition scan; fio's count is
+      // of the measured window: per-IO figures use the daemon's own count.
+      const ios = s.total.reads + s.total.writes + s.total.flushes;
+      const userSeconds = (p1!.utime - p0!.utime) / HZ;
+      const sysSeconds = (p1!.stime - p0!.stime) / HZ;
+      const cpuSeconds = userSeconds + sysSeconds;
+      const aio = (s.target?.aio ?? []).filter((q): q is Counters => q !== null);
+      const sum = (n: string): number => aio.reduce((a, q) => a + (q[n] ?? 0), 0);
+      line.perIo = {
+        entersPerIo: s.total.enters / ios,
+        waitsPerIo: s.total.waits / ios,
+        pollHits: s.total.pollHits,
+        pollMisses: s.total.pollMisses,
+        pollNs: s.total.pollNs,
+        // fio's window is seconds + ramp long (the daemon was idle otherwise)
+        daemonCpuUsPerIo: (cpuSeconds * 1e6) / ios,
+        daemonUserUsPerIo: (userSeconds * 1e6) / ios,
+        daemonSysUsPerIo: (sysSeconds * 1e6) / ios,
+        ctxSwitchesPerIo: (p1!.voluntary - p0!.voluntary + p1!.involuntary - p0!.involuntary) / ios,
+        daemonCpuPct: (100 * cpuSeconds) / (seconds + ramp),
+      };
+      if (aio.length > 0) {
+        line.perIo.submitsPerIo = sum('submits') / ios;
+        line.perIo.reapsPerIo = sum('reaps') / ios;
+        line.perIo.eagains = sum('eagains');
+      }
+      if (v.aio && s.target?.reapPercentiles) line.reapPercentiles = s.target.reapPercentiles;
+      line.stats = s;
+    }
+    return line;
+  } finally {
+    tearDown(d);
+  }
+}
+
+// ---- the run -------------------------------------------------------------------------
+
+for (const tool of ['fio', 'losetup']) {
+  try {
+    sh('which', [tool]);
+  } catch {
+    throw new Error(`${tool} is not installed`);
+  }
+}
+if (!existsSync('/dev/ublk-control')) throw new Error('no /dev/ublk-control: run this where ublk_drv is loaded (tests/vm/ublk-env)');
+const kernel = sh('uname', ['-r']).trim();
+const backing = sh('findmnt', ['-n', '-o', 'SOURCE,FSTYPE', '--target', image]).trim();
+
+if (variants.some((v) => v.key === 'kloop')) {
+  loopDev = sh('losetup', ['--find', '--show', '--direct-io=on', image]).trim();
+  loopName = loopDev;
+  const dio = readFileSync(`/sys/block/${basename(loopDev)}/loop/dio`, 'utf8').trim();
+  if (dio !== '1') throw new Error(`${loopDev}: direct IO did not turn on (dio=${dio})`);
+}
+
+say(`image ${image} (${(statSync(image).size / 2 ** 30).toFixed(2)} GiB on ${backing}), kernel ${kernel}, ${seconds} s per line after ${ramp} s ramp`);
+say(`${workloads.length} workloads x ${variants.length} variants`);
+
+// A short warm-up so the first measured line does not pay for cold caches.
+if (workloads.length * variants.length > 1) {
+  say('warm-up: 3 s of 4k random reads on the image');
+  sh('fio', ['--name=warmup', `--filename=${image}`, '--rw=randread', '--bs=4k', '--iodepth=32', '--ioengine=libaio', '--direct=1', '--time_based=1', '--runtime=3', '--output-format=json']);
+}
+
+const lines: Line[] = [];
+for (const w of workloads) {
+  for (const v of variants) {
+    const t = Date.now();
+    const l = runLine(v, w);
+    lines.push(l);
+    say(
+      `${w.label}, ${v.label}: ${w.bandwidth ? `${l.mbps.toFixed(1)} MB/s` : `${l.iops.toFixed(0)} IOPS`}, ` +
+        `mean ${l.meanUs.toFixed(0)} µs, p99 ${l.p99Us.toFixed(0)} µs (${((Date.now() - t) / 1000).toFixed(1)} s)`,
+    );
+  }
+  const ref = lines.find((l) => l.workload === w.key && l.variant === 'kloop');
+  for (const l of lines) {
+    if (l.workload !== w.key || ref === undefined) continue;
+    l.ratio = w.bandwidth ? l.mbps / ref.mbps : l.iops / ref.iops;
+  }
+}
+cleanup();
+
+// ---- report ----------------------------------------------------------------------------
+
+const pad = (s: string, n: number): string => s.padEnd(n);
+const lpad = (s: string, n: number): string => s.padStart(n);
+const wName = (key: string): Workload => WORKLOADS.find((w) => w.key === key)!;
+const fmtRate = (l: Line): string => (wName(l.workload).bandwidth ? `${l.mbps.toFixed(1)} MB/s` : `${l.iops.toFixed(0)}`);
+
+const out: string[] = [];
+out.push(`ublk-ts bench: fio libaio, O_DIRECT, ${seconds} s per line after ${ramp} s ramp-up; kernel ${kernel}`);
+out.push(`backing image ${image} on ${backing}; kernel loop ${loopName || '-'} (losetup --direct-io=on)`);
+out.push(`ublk-ts devices: queue depth ${depth}, 1 queue (2 for the 2-job workload), fresh device per line; poll variant --poll-max-ns ${pollMaxNs}`);
+out.push('');
+out.push(`${pad('workload / variant', 34)}${lpad('IOPS|MB/s', 12)}${lpad('mean µs', 10)}${lpad('p99 µs', 10)}${lpad('vs kloop', 10)}${lpad('CPU %', 7)}`);
+for (const w of workloads) {
+  out.push(w.label);
+  for (const l of lines.filter((x) => x.workload === w.key)) {
+    out.push(
+      `  ${pad(l.label, 32)}${lpad(fmtRate(l), 12)}${lpad(l.meanUs.toFixed(0), 10)}${lpad(l.p99Us.toFixed(0), 10)}` +
+        `${lpad(l.ratio === null ? '-' : l.ratio.toFixed(2), 10)}${lpad(l.cpuBusyPct.toFixed(0), 7)}`,
+    );
+  }
+}
+out.push('(CPU %: the whole machine busy during the run, all CPUs)');
+out.push('');
+out.push('ublk-ts per IO: dispatcher loops (enters), blocking waits, io_submit calls, AIO ring reaps that found completions,');
+out.push('daemon context switches (csw), daemon CPU µs (all threads; user, kernel) and % of one CPU; poll hits/misses');
+out.push(
+  `${pad('workload / variant', 34)}${lpad('enters', 8)}${lpad('waits', 8)}${lpad('submits', 9)}${lpad('reaps', 8)}${lpad('csw', 7)}` +
+    `${lpad('cpu µs', 8)}${lpad('usr', 6)}${lpad('sys', 6)}${lpad('cpu %', 7)}${lpad('poll h/m', 14)}`,
+);
+for (const w of workloads) {
+  out.push(w.label);
+  for (const l of lines.filter((x) => x.workload === w.key && x.perIo !== undefined)) {
+    const p = l.perIo!;
+    const f = (x: number | undefined): string => (x === undefined ? '-' : x.toFixed(2));
+    out.push(
+      `  ${pad(l.label, 32)}${lpad(f(p.entersPerIo), 8)}${lpad(f(p.waitsPerIo), 8)}${lpad(f(p.submitsPerIo), 9)}${lpad(f(p.reapsPerIo), 8)}${lpad(f(p.ctxSwitchesPerIo), 7)}` +
+        `${lpad(p.daemonCpuUsPerIo.toFixed(0), 8)}${lpad(p.daemonUserUsPerIo.toFixed(0), 6)}${lpad(p.daemonSysUsPerIo.toFixed(0), 6)}${lpad(p.daemonCpuPct.toFixed(0), 7)}${lpad(p.pollHits + p.pollMisses > 0 ? `${p.pollHits}/${p.pollMisses}` : '-', 14)}`,
+    );
+  }
+}
+out.push('');
+out.push('completions per reap, ublk-ts loop AIO engine (percentiles as in seed 000)');
+out.push(`${pad('', 48)}${REAP_PERCENTILES.map((p) => lpad(String(p), 6)).join('')}`);
+for (const w of workloads) {
+  for (const l of lines.filter((x) => x.workload === w.key && x.reapPercentiles !== undefined)) {
+    out.push(`${pad(`${w.label}, ${l.variant === 'ublk-aio' ? 'poll off' : 'poll on'}`, 48)}${REAP_PERCENTILES.map((p) => lpad(String(l.reapPercentiles![String(p)] ?? '-'), 6)).join('')}`);
+  }
+}
+const minutes = (Date.now() - started) / 60000;
+out.push('');
+out.push(`bench time ${minutes.toFixed(1)} min (this program, after the image was written)`);
+process.stdout.write(out.join('\n') + '\n');
+
+mkdirSync(dirname(values.out!), { recursive: true });
+writeFileSync(
+  values.out!,
+  JSON.stringify(
+    {
+      date: new Date().toISOString(),
+      kernel,
+      mode: process.env.UBLK_ENV_MODE ?? 'unknown',
+      image,
+      backing,
+      seconds,
+      ramp,
+      depth,
+      pollMaxNs,
+      minutes,
+      workloads: workloads.map((w) => ({ ...w })),
+      lines,
+    },
+    null,
+    2,
+  ) + '\n',
+);
+say(`wrote ${values.out}`);
+
+const main = lines.find((l) => l.workload === 'randread-4k-qd32' && l.variant === 'ublk-aio');
+const ref = lines.find((l) => l.workload === 'randread-4k-qd32' && l.variant === 'kloop');
+const ratio = main && ref ? (main.iops / ref.iops).toFixed(2) : 'n/a';
+process.stdout.write(`ublk-ts loop (aio) / kernel loop 4k randread QD32 IOPS ratio: ${ratio}\n`);

@@ -1,0 +1,268 @@
+/**
+ * Where ublk-ts spends its time, on one workload (4k randread QD32 by
+ * default), for part 3 of the bench issue: run inside the VM by
+ * bench/ublk/profile (tests/vm/ublk-env run --disk 2048 -- bench/ublk/profile).
+ *
+ * 1. CPU profile (node --cpu-prof, through NODE_OPTIONS into the daemon and
+ *    its queue workers): top self-time functions of the busiest thread.
+ * 2. strace -c -f on the daemon: syscalls per IO.
+ * 3. perf record -e cpu-clock -a (when perf works in the guest): where the
+ *    whole machine spends its time, ublk-ts against the kernel loop driver.
+ *
+ *   node dist/bench/ublk/profile.js --image IMG [--seconds 10] [--out DIR]
+ *        [--variants aio,uring,null] [--steps cpuprof,strace,perf]
+ */
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, rmSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const UBLK = join(root, 'bin/ublk');
+const { values } = parseArgs({
+  options: {
+    image: { type: 'string' },
+    seconds: { type: 'string', default: '10' },
+    out: { type: 'string', default: '/run/ublk-profile' },
+    variants: { type: 'string', default: 'aio,uring,null' },
+    steps: { type: 'string', default: 'cpuprof,strace,perf' },
+    rw: { type: 'string', default: 'randread' },
+    bs: { type: 'string', default: '4k' },
+    qd: { type: 'string', default: '32' },
+    top: { type: 'string', default: '25' },
+  },
+});
+if (values.image === undefined) throw new Error('usage: profile --image IMG');
+const image = realpathSync(values.image);
+const seconds = Number(values.seconds);
+const out = values.out!;
+const steps = values.steps!.split(',');
+const say = (s: string): void => void process.stderr.write(`bench-ublk profile: ${s}\n`);
+mkdirSync(out, { recursive: true });
+
+const addArgs: Record<string, string[]> = {
+  aio: ['-t', 'loop', '-f', image, '--engine', 'aio'],
+  'aio-poll': ['-t', 'loop', '-f', image, '--engine', 'aio', '--poll-max-ns', '50000'],
+  uring: ['-t', 'loop', '-f', image, '--engine', 'uring'],
+  null: ['-t', 'null', '-s', '1G'],
+};
+
+function ublk(args: string[], env: NodeJS.ProcessEnv = process.env): string {
+  // cwd: V8 writes isolate-*.log files there with --perf-basic-prof
+  return execFileSync(process.execPath, [UBLK, ...args], { encoding: 'utf8', env, cwd: out, stdio: ['ignore', 'pipe', 'inherit'] });
+}
+
+function fioArgs(path: string, secs: number): string[] {
+  return [
+    '--name=p',
+    `--filename=${path}`,
+    `--rw=${values.rw}`,
+    `--bs=${values.bs}`,
+    `--iodepth=${values.qd}`,
+    '--ioengine=libaio',
+    '--direct=1',
+    '--time_based=1',
+    `--runtime=${secs}`,
+    '--norandommap=1',
+    '--randrepeat=0',
+    '--output-format=json',
+  ];
+}
+function fio(path: string, secs = seconds): number {
+  const o = execFileSync('fio', fioArgs(path, secs), { encoding: 'utf8' });
+  const job = JSON.parse(o.slice(o.indexOf('{'))).jobs[0];
+  return values.rw!.includes('write') ? job.write.iops : job.read.iops;
+}
+
+type Stats = { total: Record<string, number>; target: { aio?: (Record<string, number> | null)[] } | null };
+const statsOf = (id: number): Stats => JSON.parse(ublk(['stats', '-n', String(id), '--json'])) as Stats;
+const ioCount = (s: Stats): number => s.total.reads + s.total.writes;
+
+// ---- 1. CPU profiles ----------------------------------------------------------------
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  hitCount?: number;
+  children?: number[];
+}
+interface Profile {
+  nodes: ProfileNode[];
+  startTime: number;
+  endTime: number;
+  samples?: number[];
+  timeDeltas?: number[];
+}
+
+function summarize(file: string, top: number): string[] {
+  const p = JSON.parse(readFileSync(file, 'utf8')) as Profile;
+  // self time from the sample deltas (µs), attributed to each sample's node
+  const self = new Map<number, number>();
+  const samples = p.samples ?? [];
+  const deltas = p.timeDeltas ?? [];
+  for (let i = 0; i < samples.length; i++) self.set(samples[i], (self.get(samples[i]) ?? 0) + (deltas[i + 1] ?? deltas[i] ?? 0));
+  const byFn = new Map<string, number>();
+  let total = 0;
+  for (const n of p.nodes) {
+    const t = self.get(n.id) ?? 0;
+    total += t;
+    const cf = n.callFrame;
+    const url = cf.url.replace(/^file:\/\/.*?\/dist\//, '').replace(/^node:/, 'node:');
+    const key = `${cf.functionName || '(anonymous)'} ${url ? `${url}:${cf.lineNumber + 1}` : ''}`.trim();
+    byFn.set(key, (byFn.get(key) ?? 0) + t);
+  }
+  const rows = [...byFn.entries()].sort((a, b) => b[1] - a[1]).slice(0, top);
+  const lines = [`${file.split('/').pop()}: ${(total / 1e6).toFixed(2)} s sampled, ${(((p.endTime - p.startTime) / 1e6)).toFixed(1)} s wall`];
+  for (const [k, t] of rows) lines.push(`  ${((100 * t) / Math.max(1, total)).toFixed(1).padStart(5)}%  ${(t / 1000).toFixed(0).padStart(7)} ms  ${k}`);
+  return lines;
+}
+
+/** The first line a child prints on stdout. */
+function firstLine(child: ReturnType<typeof spawn>): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (c: string) => {
+      buf += c;
+      const nl = buf.indexOf('\n');
+      if (nl >= 0) resolve(buf.slice(0, nl));
+    });
+    child.on('exit', (code) => reject(new Error(`ublk add --foreground exited (${code}) before the device was live`)));
+  });
+}
+
+async function cpuProfile(variant: string): Promise<void> {
+  const dir = join(out, `cpuprof-${variant}`);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  // --cpu-prof is not allowed in NODE_OPTIONS: serve from a foreground
+  // `ublk add` run with the flag (its queue workers inherit it).
+  // The profiler's SIGPROF (1 kHz) can make ADD_DEV fail with ECANCELED
+  // (seen under TCG: io-wq's first worker thread cannot be created while
+  // signals keep arriving): try again.
+  let child: ReturnType<typeof spawn> | null = null;
+  let exited: Promise<void> = Promise.resolve();
+  let d: { id: number; blockDevice: string; pid: number } | null = null;
+  for (let attempt = 1; d === null; attempt++) {
+    const c = spawn(process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, UBLK, 'add', ...addArgs[variant], '--foreground', '--json'], {
+      cwd: out,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    exited = new Promise<void>((r) => c.on('exit', () => r()));
+    try {
+      d = JSON.parse(await firstLine(c)) as { id: number; blockDevice: string; pid: number };
+      child = c;
+    } catch (e) {
+      say(`attempt ${attempt}: ${(e as Error).message}`);
+      if (attempt === 3) throw e;
+    }
+  }
+  const s0 = statsOf(d.id);
+  const iops = fio(d.blockDevice);
+  const s1 = statsOf(d.id);
+  child!.kill('SIGTERM'); // the foreground daemon deletes the device, then writes its profiles
+  await exited;
+  const ios = ioCount(s1) - ioCount(s0);
+  console.log(`\n== CPU profile, ublk-ts ${variant}, ${values.bs} ${values.rw} QD${values.qd}: ${iops.toFixed(0)} IOPS (profiler on), ${ios} IOs`);
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith('.cpuprofile'))
+    .map((f) => join(dir, f));
+  const weight = (f: string): number => {
+    const p = JSON.parse(readFileSync(f, 'utf8')) as Profile;
+    return (p.samples ?? []).length;
+  };
+  // the busiest threads first: the queue worker(s), then the main thread
+  const sorted = files.map((f) => [f, weight(f)] as const).sort((a, b) => b[1] - a[1]);
+  for (const [f] of sorted.slice(0, 2)) for (const l of summarize(f, Number(values.top))) console.log(l);
+  if (sorted.length === 0) console.log(`  no profile in ${dir}`);
+}
+
+// ---- 2. strace -c --------------------------------------------------------------------
+
+function straceCount(variant: string): void {
+  const d = JSON.parse(ublk(['add', ...addArgs[variant], '--json'])) as { id: number; blockDevice: string; pid: number };
+  try {
+    const log = join(out, `strace-${variant}.txt`);
+    const s0 = statsOf(d.id);
+    const st = spawn('strace', ['-c', '-f', '-o', log, '-p', String(d.pid)], { stdio: 'ignore' });
+    spawnSync('sleep', ['2']); // strace attaches to every thread
+    const iops = fio(d.blockDevice);
+    const s1 = statsOf(d.id);
+    st.kill('SIGINT');
+    for (let i = 0; i < 100 && st.exitCode === null && existsSync(`/proc/${st.pid}`); i++) spawnSync('sleep', ['0.1']);
+    spawnSync('sleep', ['1']);
+    const ios = ioCount(s1) - ioCount(s0);
+    const aio0 = (s0.target?.aio ?? []).filter((q) => q !== null) as Record<string, number>[];
+    const aio1 = (s1.target?.aio ?? []).filter((q) => q !== null) as Record<string, number>[];
+    const dsum = (n: string): number => aio1.reduce((a, q) => a + q[n], 0) - aio0.reduce((a, q) => a + q[n], 0);
+    console.log(`\n== syscalls per IO, ublk-ts ${variant} (strace -c -f, ${ios} IOs, ${iops.toFixed(0)} IOPS under strace)`);
+    if (aio1.length > 0) console.log(`  io_submit per IO from the AIO counters: ${(dsum('submits') / ios).toFixed(3)}, reaps ${(dsum('reaps') / ios).toFixed(3)}`);
+    console.log(`  dispatcher loops per IO: ${((s1.total.enters - s0.total.enters) / ios).toFixed(3)}, waits ${((s1.total.waits - s0.total.waits) / ios).toFixed(3)}`);
+    const text = existsSync(log) ? readFileSync(log, 'utf8') : '';
+    for (const line of text.split('\n')) {
+      const m = /^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(\d+)?\s*(\w+)\s*$/.exec(line);
+      if (m) console.log(`  ${m[3].padEnd(20)} ${m[1].padStart(9)} calls  ${(Number(m[1]) / ios).toFixed(3).padStart(7)} per IO${m[2] ? `  (${m[2]} errors)` : ''}`);
+    }
+    if (text === '') console.log('  (strace wrote nothing)');
+  } finally {
+    ublk(['del', '-n', String(d.id)]);
+  }
+}
+
+// ---- 3. perf, whole machine -------------------------------------------------------
+
+function perfProfile(label: string, path: string): void {
+  const data = join(out, `perf-${label}.data`);
+  const rec = spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-a', '-o', data, '--', 'sleep', String(seconds - 2)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  rec.stderr.on('data', (c: Buffer) => (err += c.toString()));
+  const iops = fio(path);
+  const r = spawnSync('sleep', ['1']);
+  void r;
+  console.log(`\n== perf (cpu-clock, all CPUs), ${label}: ${iops.toFixed(0)} IOPS`);
+  if (!existsSync(data)) {
+    console.log(`  perf recorded nothing: ${err.trim().split('\n').slice(-2).join(' ')}`);
+    return;
+  }
+  const report = (title: string, args: string[], max: number): void => {
+    const rep = spawnSync('perf', ['report', '-i', data, '--stdio', ...args], { encoding: 'utf8' });
+    const lines = (rep.stdout ?? '').split('\n').filter((l) => l.trim() !== '' && !l.startsWith('#'));
+    console.log(`  -- ${title}`);
+    for (const l of lines.slice(0, max)) console.log(`  ${l.trim()}`);
+    if (lines.length === 0) console.log(`  (nothing: ${(rep.stderr ?? '').trim().split('\n').slice(-2).join(' ')})`);
+  };
+  report('by command and object', ['--sort', 'comm,dso', '--percent-limit', '0.5'], 15);
+  report('by symbol, all', ['--sort', 'sym', '--percent-limit', '0.7'], 25);
+  const comm = label.startsWith('ublk-ts') ? 'node' : 'fio';
+  report(`by symbol, ${comm} only (share of all samples)`, ['--comms', comm, '--sort', 'dso,sym', '--percent-limit', '0.3'], 40);
+  if (comm === 'node') {
+    report('node by thread (queue worker, main, V8 compiler/GC helpers)', ['--comms', 'node', '--sort', 'tid', '--percent-limit', '0.3'], 12);
+    report('node, inside the node binary (V8 runtime, builtins, compiler)', ['--comms', 'node', '--dsos', 'node', '--sort', 'tid,sym', '--percent-limit', '0.15'], 30);
+  }
+}
+
+// ---- run ------------------------------------------------------------------------------
+
+const variants = values.variants!.split(',');
+for (const v of variants) if (!(v in addArgs)) throw new Error(`unknown variant ${v}`);
+if (steps.includes('cpuprof')) for (const v of variants) await cpuProfile(v);
+if (steps.includes('strace')) for (const v of variants) straceCount(v);
+if (steps.includes('perf')) {
+  const loop = execFileSync('losetup', ['--find', '--show', '--direct-io=on', image], { encoding: 'utf8' }).trim();
+  try {
+    perfProfile('kernel loop dio', loop);
+  } finally {
+    execFileSync('losetup', ['-d', loop]);
+  }
+  for (const v of variants) {
+    // --perf-basic-prof: /tmp/perf-PID.map names the JIT-compiled JavaScript for perf
+    const env = { ...process.env, NODE_OPTIONS: '--perf-basic-prof' };
+    const d = JSON.parse(ublk(['add', ...addArgs[v], '--json'], env)) as { id: number; blockDevice: string };
+    try {
+      perfProfile(`ublk-ts ${v}`, d.blockDevice);
+    } finally {
+      ublk(['del', '-n', String(d.id)]);
+    }
+  }
+}

@@ -1,0 +1,58 @@
+// `ublk stats`: the text form shows the loop target's AIO counters and the
+// completions-per-reap percentiles next to the dispatcher's counters.
+import t from 'tap';
+import { REAP_PERCENTILES } from '../../src/aio/stats.js';
+import { QUEUE_STAT_NAMES } from '../../src/ublk/queue-stats.js';
+import { formatStats, snapshotFromReply } from '../../src/tools/commands/stats.js';
+
+const queue = (reads: number, pollNs = 0) => Object.fromEntries(QUEUE_STAT_NAMES.map((n) => [n, n === 'reads' ? reads : n === 'pollNs' ? pollNs : 0]));
+const aio = (ios: number, ps: number[]) => ({
+  ios,
+  bytes: ios * 4096,
+  errors: 0,
+  submits: ios / 2,
+  submitted: ios,
+  eagains: 1,
+  partialSubmits: 0,
+  shortIos: 0,
+  reaps: ios / 4,
+  emptyReaps: 3,
+  getevents: 0,
+  pollHits: 0,
+  pollMisses: 0,
+  pollNs: 0,
+  reapPercentiles: ps,
+});
+
+t.test('1 the JSON snapshot keeps the target part and totals the queues', async (t) => {
+  const s = snapshotFromReply({ ok: true, stats: [queue(10, 2000), queue(30, 5000)], target: { aio: [null], reapPercentiles: {} } });
+  t.equal(s.total.reads, 40);
+  t.equal(s.total.pollNs, 5000, 'pollNs is a setting: the largest, not the sum');
+  t.same(s.target, { aio: [null], reapPercentiles: {} });
+  t.equal(snapshotFromReply({ ok: true, stats: [queue(1)], target: null }).target, null, 'null target stays null');
+  t.equal(snapshotFromReply({ ok: true, stats: [queue(1)] }).target, null, 'an older daemon without target: null');
+});
+
+t.test('2 text: AIO table per queue and total, then completions per reap', async (t) => {
+  const ps0 = [1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 31];
+  const ps1 = [1, 2, 2, 3, 4, 5, 6, 7, 8, 9, 32];
+  const merged = Object.fromEntries(REAP_PERCENTILES.map((p, i) => [String(p), ps1[i]]));
+  const out = formatStats(snapshotFromReply({ ok: true, stats: [queue(8), queue(12)], target: { aio: [aio(8, ps0), aio(12, ps1)], reapPercentiles: merged } }));
+  t.match(out, /^reads +8 +12 +20$/m, 'dispatcher counters as before');
+  t.match(out, /^aio +q0 +q1 +total$/m);
+  t.match(out, /^ios +8 +12 +20$/m);
+  t.match(out, /^submits +4 +6 +10$/m);
+  t.match(out, /^eagains +1 +1 +2$/m);
+  t.notMatch(out, /^pollNs/m, 'no polling: no poll time row');
+  t.match(out, /^completions per reap +p1 +p10 +p20 .* p90 +p99\.99$/m);
+  t.match(out, /^q0 +1 +1 +2 +3 +4 +5 +6 +7 +8 +9 +31$/m);
+  t.match(out, /^total +1 +2 +2 +3 +4 +5 +6 +7 +8 +9 +32$/m);
+});
+
+t.test('3 text: targets without AIO statistics print the queue table only', async (t) => {
+  for (const target of [null, { aio: [null], reapPercentiles: {} }]) {
+    const out = formatStats(snapshotFromReply({ ok: true, stats: [queue(5)], target }));
+    t.match(out, /^reads +5 +5$/m);
+    t.notMatch(out, /aio|completions per reap/);
+  }
+});
