@@ -8,7 +8,8 @@
  * (virtual) disk hits them alike.
  *
  * Prints the table (each line against the kernel loop line of its
- * workload), the per-IO cost counters of the ublk-ts lines, the
+ * workload), ublk-ts null against the kernel's null_blk (the dispatcher's
+ * own cost), the per-IO cost counters of the ublk-ts lines, the
  * completions-per-reap percentiles of the AIO engine, writes everything as
  * JSON (--out), and last the summary line:
  *   ublk-ts loop (aio) / kernel loop 4k randread QD32 IOPS ratio: <x.xx>
@@ -87,6 +88,8 @@ interface Variant {
 
 let loopDev = '';
 let loopName = '';
+/** /dev/nullb0, or a brd /dev/ram0 where null_blk is missing (see findNullDevice). */
+let nullDev = '';
 const VARIANTS: Variant[] = [
   { key: 'raw', label: 'raw image (O_DIRECT)' },
   { key: 'kloop', label: 'kernel loop dio' },
@@ -99,6 +102,9 @@ const VARIANTS: Variant[] = [
   },
   { key: 'ublk-uring', label: 'ublk-ts loop uring', ublk: (w) => ['-t', 'loop', '-f', image, '--engine', 'uring', ...qd(w)] },
   { key: 'ublk-null', label: 'ublk-ts null', ublk: (w) => ['-t', 'null', '-s', '1G', ...qd(w)] },
+  // The kernel's own memory-less driver: what the ublk-ts null line pays for
+  // its trip through userspace (brd where null_blk is missing).
+  { key: 'nullblk', label: 'kernel null_blk' },
 ];
 function qd(w: Workload): string[] {
   return ['-q', String(w.jobs > 1 ? 2 : 1), '-d', String(depth)];
@@ -260,6 +266,8 @@ interface Line {
   p99Us: number;
   /** against the kernel loop line of the same workload (IOPS, or MB/s for the 128k line) */
   ratio: number | null;
+  /** ublk-ts null only: against the kernel null device line of the same workload */
+  vsNullBlk?: number;
   /** guest CPU busy over the run, % of all CPUs */
   cpuBusyPct: number;
   fioCpuPct: number;
@@ -271,6 +279,7 @@ interface Line {
 function setUp(v: Variant, w: Workload): Device {
   if (v.key === 'raw') return { path: image };
   if (v.key === 'kloop') return { path: loopDev };
+  if (v.key === 'nullblk') return { path: nullDev };
   const d = JSON.parse(ublk(['add', ...v.ublk!(w), '--json'])) as { id: number; blockDevice: string; pid: number };
   live.add(d.id);
   if (!statSync(d.blockDevice).isBlockDevice()) throw new Error(`${d.blockDevice} is not a block device`);
@@ -368,6 +377,37 @@ if (variants.some((v) => v.key === 'kloop')) {
   if (dio !== '1') throw new Error(`${loopDev}: direct IO did not turn on (dio=${dio})`);
 }
 
+/**
+ * The kernel null device: the VM loads null_blk (and brd) at boot with their
+ * defaults; natively modprobe loads them. Renames the variant after what it found.
+ */
+function findNullDevice(): string {
+  for (const [dev, module, params, label] of [
+    ['/dev/nullb0', 'null_blk', [], 'kernel null_blk'],
+    ['/dev/ram0', 'brd', ['rd_nr=1', 'rd_size=1048576'], 'kernel brd (RAM)'],
+  ] as const) {
+    if (!existsSync(dev)) {
+      try {
+        sh('modprobe', [module, ...params]);
+      } catch {
+        continue;
+      }
+    }
+    if (existsSync(dev)) {
+      VARIANTS.find((v) => v.key === 'nullblk')!.label = label;
+      return dev;
+    }
+  }
+  return '';
+}
+if (variants.some((v) => v.key === 'nullblk')) {
+  nullDev = findNullDevice();
+  if (nullDev === '') {
+    say('no null_blk or brd module: the kernel null line is left out');
+    variants.splice(variants.findIndex((v) => v.key === 'nullblk'), 1);
+  }
+}
+
 say(`image ${image} (${(statSync(image).size / 2 ** 30).toFixed(2)} GiB on ${backing}), kernel ${kernel}, ${seconds} s per line after ${ramp} s ramp`);
 say(`${workloads.length} workloads x ${variants.length} variants`);
 
@@ -393,6 +433,9 @@ for (const w of workloads) {
     if (l.workload !== w.key || ref === undefined) continue;
     l.ratio = w.bandwidth ? l.mbps / ref.mbps : l.iops / ref.iops;
   }
+  const nullRef = lines.find((l) => l.workload === w.key && l.variant === 'nullblk');
+  const ublkNull = lines.find((l) => l.workload === w.key && l.variant === 'ublk-null');
+  if (nullRef && ublkNull) ublkNull.vsNullBlk = w.bandwidth ? ublkNull.mbps / nullRef.mbps : ublkNull.iops / nullRef.iops;
 }
 cleanup();
 
@@ -419,6 +462,12 @@ for (const w of workloads) {
   }
 }
 out.push('(CPU %: the whole machine busy during the run, all CPUs)');
+const nullLines = lines.filter((l) => l.vsNullBlk !== undefined);
+if (nullLines.length > 0) {
+  out.push('');
+  out.push(`ublk-ts null against ${VARIANTS.find((v) => v.key === 'nullblk')!.label} (${nullDev}), same fio job: the cost of the trip through userspace`);
+  for (const l of nullLines) out.push(`  ${pad(wName(l.workload).label, 40)}${lpad(l.vsNullBlk!.toFixed(2), 6)}`);
+}
 out.push('');
 out.push('ublk-ts per IO: dispatcher loops (enters), blocking waits, io_submit calls, AIO ring reaps that found completions,');
 out.push('daemon context switches (csw), daemon CPU µs (all threads; user, kernel) and % of one CPU; poll hits/misses');
