@@ -57,4 +57,4 @@ ublk del -n "$id"
 id=
 ublk list
 echo
-echo "demo done: /dev/ublkb was created from a file, formatted, used, checked and deleted."
+echo "demo done: $dev was created from a file, formatted, used, checked and deleted."
