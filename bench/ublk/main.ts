@@ -90,6 +90,8 @@ let loopDev = '';
 let loopName = '';
 /** /dev/nullb0, or a brd /dev/ram0 where null_blk is missing (see findNullDevice). */
 let nullDev = '';
+/** The module this run loaded for it, unloaded again by cleanup(). */
+let nullModule = '';
 const VARIANTS: Variant[] = [
   { key: 'raw', label: 'raw image (O_DIRECT)' },
   { key: 'kloop', label: 'kernel loop dio' },
@@ -151,6 +153,14 @@ function cleanup(): void {
       /* best effort */
     }
     loopDev = '';
+  }
+  if (nullModule !== '') {
+    try {
+      sh('modprobe', ['-r', nullModule]);
+    } catch {
+      /* best effort */
+    }
+    nullModule = '';
   }
 }
 process.on('exit', cleanup);
@@ -389,6 +399,7 @@ function findNullDevice(): string {
     if (!existsSync(dev)) {
       try {
         sh('modprobe', [module, ...params]);
+        nullModule = module;
       } catch {
         continue;
       }
