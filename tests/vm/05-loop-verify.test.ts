@@ -24,9 +24,7 @@ for (const engine of ['aio', 'uring']) {
     t.equal(cmp.code, 0, `cmp finds no difference ${cmp.stdout}${cmp.stderr}`);
     t.equal(ublk('del', '-n', String(dev.id)).code, 0);
   });
-}
 
-for (const engine of ['aio', 'uring']) {
   t.test(`loop --engine ${engine}: data written and synced is in the image for another reader with O_DIRECT`, async (t) => {
     const img = join(scratchDir(), `synced-${engine}.img`);
     const pattern = join(scratchDir(), `synced-${engine}.pattern`);
