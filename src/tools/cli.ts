@@ -35,6 +35,7 @@ function program(run: (name: string, action: () => Promise<number>) => void): Co
     .addOption(new Option('--engine <engine>', 'how the loop target issues IO').choices(['aio', 'uring']))
     .option('--read-only', 'expose the device read-only')
     .option('--poll-max-ns <ns>', 'adaptive polling before blocking, up to NS nanoseconds (0: off)', intArg('poll-max-ns', 0, 1e9))
+    .option('--scheduler <name>', "IO scheduler of the block device (none: as the kernel loop driver; 'kernel': the kernel's choice)", 'none')
     .option('--recoverable', 'keep the device (IO waits) when the daemon dies, for `ublk recover`')
     .option('--foreground', 'serve from this process; SIGINT/SIGTERM stop and delete the device')
     .option('--json', 'print the device as JSON')

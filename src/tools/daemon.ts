@@ -76,6 +76,7 @@ export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Pro
       maxIoSize: options.maxIoSize,
       recoverable: options.recoverable,
       pollMaxNs: options.pollMaxNs,
+      scheduler: options.scheduler,
     };
     dev = options.recover ? await recoverDevice({ ...api, id: options.devId }) : await createDevice(api);
   } catch (e) {

@@ -31,6 +31,13 @@ export interface CreateDeviceOptions {
   recoverable?: boolean;
   /** Adaptive polling of each queue before it blocks, up to this many ns (default 0: off). */
   pollMaxNs?: number;
+  /**
+   * IO scheduler of `/dev/ublkb<id>` (default `'none'`, as the kernel loop
+   * driver: the target's own storage schedules); `'kernel'` keeps the
+   * kernel's choice (mq-deadline for one queue). Not applied by recoverDevice():
+   * the disk keeps its scheduler across a recovery.
+   */
+  scheduler?: string;
 }
 
 /** Kernel state of a device. */
@@ -93,6 +100,7 @@ function deviceOptions(o: CreateDeviceOptions, recover: boolean): DeviceOptions 
     maxIoSize: o.maxIoSize ?? 512 * 1024,
     recoverable: recover || o.recoverable === true,
     pollMaxNs: o.pollMaxNs ?? 0,
+    scheduler: recover ? undefined : o.scheduler ?? 'none',
   };
 }
 

@@ -5,6 +5,7 @@
  * /dev/ublkcN closed → DEL_DEV. Any failure on the way undoes what was done.
  */
 import { EventEmitter } from 'node:events';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import * as file from '../sys/file.js';
 import { EventFd } from '../sys/eventfd.js';
@@ -31,7 +32,15 @@ export interface DeviceOptions {
   recoverable?: boolean;
   /** Adaptive polling cap of each queue before it blocks (0: off). */
   pollMaxNs?: number;
+  /**
+   * The IO scheduler of /dev/ublkbN, set once the device is live (see
+   * setScheduler); KERNEL_SCHEDULER or undefined keeps the kernel's choice.
+   */
+  scheduler?: string;
 }
+
+/** `scheduler` value that keeps the elevator the kernel gave the disk. */
+const KERNEL_SCHEDULER = 'kernel';
 
 interface QueueHandle {
   worker: Worker;
@@ -124,6 +133,7 @@ export class UblkDevice extends EventEmitter {
   static async create(options: DeviceOptions, ctrl: UblkControl): Promise<UblkDevice> {
     const target = await loadTarget(options.targetModule);
     const description = await target.open(options.targetOptions as never);
+    let dev: UblkDevice;
     try {
       checkDescription(description);
       let flags = U.UBLK_F_CMD_IOCTL_ENCODE;
@@ -137,7 +147,7 @@ export class UblkDevice extends EventEmitter {
       });
       try {
         await ctrl.setParams(info.devId, paramsFor(description, info.maxIoBufBytes));
-        return await UblkDevice.serve(ctrl, target, options, description, info, (pid) => ctrl.startDev(info.devId, pid));
+        dev = await UblkDevice.serve(ctrl, target, options, description, info, (pid) => ctrl.startDev(info.devId, pid));
       } catch (e) {
         await ctrl.delDev(info.devId).catch(() => undefined);
         throw e;
@@ -146,6 +156,15 @@ export class UblkDevice extends EventEmitter {
       target.close?.();
       throw e;
     }
+    if (options.scheduler !== undefined && options.scheduler !== KERNEL_SCHEDULER) {
+      try {
+        setScheduler(dev.id, options.scheduler);
+      } catch (e) {
+        await dev.stop().catch(() => undefined); // stop() closes the target too
+        throw e;
+      }
+    }
+    return dev;
   }
 
   /**
@@ -254,6 +273,29 @@ export class UblkDevice extends EventEmitter {
     await this.ctrl.delDev(this.id);
     this.target.close?.();
     if (stopError) throw stopError;
+  }
+}
+
+/**
+ * Writes the disk's IO scheduler (elevator). ublk_drv leaves a one-queue
+ * disk to the kernel's default, mq-deadline, where the kernel loop driver
+ * asks for none (BLK_MQ_F_NO_SCHED_BY_DEFAULT): the storage behind the
+ * target schedules its own IO, and a second elevator in front of it costs
+ * CPU per request and holds requests back from the queue's batch.
+ */
+function setScheduler(id: number, name: string): void {
+  const path = `/sys/block/ublkb${id}/queue/scheduler`;
+  try {
+    writeFileSync(path, name);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
+    let have = '';
+    try {
+      have = readFileSync(path, 'utf8').replace(/[[\]]/g, '').trim();
+    } catch {
+      // only the list in the message is lost
+    }
+    throw new Error(`IO scheduler '${name}' is not available for /dev/ublkb${id}${have ? ` (it has: ${have})` : ''}`);
   }
 }
 

@@ -20,7 +20,7 @@ t.test('ublk --help and help COMMAND describe every command', async (t) => {
   for (const c of ['add', 'list', 'del', 'recover', 'features', 'stats']) t.match(r.stdout, new RegExp(`^  ${c}\\b`, 'm'), `--help lists ${c}`);
   const add = ublk('help', 'add');
   t.equal(add.code, 0);
-  for (const o of ['--type', '--file', '--size', '--queues', '--depth', '--number', '--max-io-size', '--engine', '--read-only', '--poll-max-ns', '--recoverable', '--foreground', '--json']) {
+  for (const o of ['--type', '--file', '--size', '--queues', '--depth', '--number', '--max-io-size', '--engine', '--read-only', '--poll-max-ns', '--scheduler', '--recoverable', '--foreground', '--json']) {
     t.match(add.stdout, o, `add --help documents ${o}`);
   }
   t.same(ublk('add', '--help').stdout, add.stdout);
@@ -33,6 +33,7 @@ t.test('bad arguments are refused before anything else, in one line', async (t) 
     [['add', '-t', 'null', '-s', '1G', '-q', 'two'], "ublk: add: queues must be an integer, not 'two'\n"],
     [['add', '-t', 'null', '-s', '1G', '--max-io-size', '6K'], 'ublk: add: max IO size must be a multiple of 4K between 4K and 32M, not 6K\n'],
     [['add', '-t', 'loop', '-f', 'x', '--engine', 'nvme'], "ublk: add: --engine must be one of aio, uring, not 'nvme'\n"],
+    [['add', '-t', 'null', '-s', '1G', '--scheduler', '../x'], "ublk: add: scheduler must be a name such as none or mq-deadline, not '../x'\n"],
     [['add', '-s', '1G'], "ublk: add: required option '-t, --type <target>' not specified\n"],
     [['frobnicate'], "ublk: unknown command 'frobnicate'\n"],
     [['help', 'frobnicate'], "ublk: unknown command 'frobnicate'\n"],

@@ -1,6 +1,6 @@
 // Issue 4 acceptance: a null device, fio on it, list, and a clean del.
 import t from 'tap';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { addDevice, blockDeviceSize, cleanup, fio, processAlive, snapshot, ublk, waitFor } from '../lib/ublk.js';
 
 t.teardown(cleanup);
@@ -39,4 +39,21 @@ t.test('null device: add, fio, list, del', async (t) => {
   t.notOk(existsSync(`/run/ublk-ts/${dev.id}.json`), 'the state file is removed');
   t.equal(ublk('list').stdout, '', 'ublk list is empty');
   t.same(snapshot(), before, 'nothing is left behind');
+});
+
+t.test('the IO scheduler: none by default (as kernel loop), or the one asked for', async (t) => {
+  const schedulers = (id: number): string => readFileSync(`/sys/block/ublkb${id}/queue/scheduler`, 'utf8');
+  const current = (id: number): string => /\[([^\]]+)\]/.exec(schedulers(id))?.[1] ?? '?';
+  for (const [args, want] of [
+    [[], 'none'],
+    [['--scheduler', 'mq-deadline'], 'mq-deadline'],
+    // One hardware queue: the kernel's own choice is mq-deadline where it is registered.
+    [['--scheduler', 'kernel'], 'kernel'],
+  ] as const) {
+    const dev = addDevice('-t', 'null', '-s', '64M', ...args);
+    const expected = want === 'kernel' ? (/\bmq-deadline\b/.test(schedulers(dev.id)) ? 'mq-deadline' : 'none') : want;
+    t.equal(current(dev.id), expected, `add ${args.join(' ') || '(no --scheduler)'}: ${expected}`);
+    const del = ublk('del', '-n', String(dev.id));
+    t.equal(del.code, 0, del.stderr);
+  }
 });

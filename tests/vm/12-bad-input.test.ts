@@ -37,6 +37,8 @@ const table: [string[], RegExp][] = [
   [['add', '-t', 'null', '-s', '1G', '--max-io-size', '64M'], /max IO size must be a multiple of 4K between 4K and 32M/],
   [['add', '-t', 'null', '-s', '1X'], /size '1X' is not a size/],
   [['add', '-t', 'null', '-s', '1G', '--poll-max-ns', '-5'], /poll-max-ns must be between 0 and/],
+  // Checked by the kernel once the disk exists: the new device must go again.
+  [['add', '-t', 'null', '-s', '1G', '--scheduler', 'bogus'], /IO scheduler 'bogus' is not available for \/dev\/ublkb\d+ \(it has: none/],
   [['add', '-t', 'null', '-s', '1G', '-n', L], new RegExp(`device ${L} already exists`)],
   [['add', '-t', 'loop'], /needs a backing file/],
   [['add', '-t', 'loop', '-f', join(dir, 'missing.img')], /missing\.img: No such file or directory/],

@@ -20,6 +20,7 @@ export interface AddOptions {
   engine?: string;
   readOnly?: boolean;
   pollMaxNs?: number;
+  scheduler: string;
   recoverable?: boolean;
   foreground?: boolean;
   json?: boolean;
@@ -32,6 +33,8 @@ export function daemonOptions(o: AddOptions): DaemonOptions {
   if (maxIoSize % 4096 !== 0 || maxIoSize > 32 * 2 ** 20) {
     throw new CliError(`max IO size must be a multiple of 4K between 4K and 32M, not ${o.maxIoSize}`);
   }
+  // A name goes into sysfs: nothing that could be a path or a second word.
+  if (!/^[a-z0-9_-]{1,32}$/.test(o.scheduler)) throw new CliError(`scheduler must be a name such as none or mq-deadline, not '${o.scheduler}'`);
   const targetOptions: Record<string, unknown> = {};
   if (o.size !== undefined) targetOptions.size = parseSize(o.size);
   if (o.file !== undefined) targetOptions.file = o.file;
@@ -47,6 +50,7 @@ export function daemonOptions(o: AddOptions): DaemonOptions {
     maxIoSize,
     recoverable: o.recoverable === true,
     pollMaxNs: o.pollMaxNs ?? 0,
+    scheduler: o.scheduler,
   };
 }
 
