@@ -14,9 +14,16 @@
  * JSON (--out), and last the summary line:
  *   ublk-ts loop (aio) / kernel loop 4k randread QD32 IOPS ratio: <x.xx>
  *
+ * On a host whose neighbours move single runs by ±30%, one line per variant
+ * cannot settle a 10% question: every workload runs its variants in rounds
+ * (all variants, then all again), --repeat times, and the 4k randread QD32
+ * workload, whose ratio is the goal, --headline-repeat times. A line shows the
+ * median run (its counters are that run's), the spread of the runs, and the
+ * median of the per-round ratios to the kernel loop line of the same round.
+ *
  *   node dist/bench/ublk/main.js --image IMG [--seconds 15] [--ramp 3]
  *        [--poll-max-ns 50000] [--out bench/results/latest.json]
- *        [--workloads a,b] [--variants x,y]
+ *        [--workloads a,b] [--variants x,y] [--repeat 1] [--headline-repeat 3]
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, statSync, writeFileSync } from 'node:fs';
@@ -38,6 +45,8 @@ const { values } = parseArgs({
     out: { type: 'string', default: join(root, 'bench/results/latest.json') },
     workloads: { type: 'string' },
     variants: { type: 'string' },
+    repeat: { type: 'string', default: '1' },
+    'headline-repeat': { type: 'string', default: '3' },
   },
 });
 if (values.image === undefined) throw new Error('usage: main --image IMG [--seconds N] [--ramp N] [--out FILE]');
@@ -46,6 +55,12 @@ const seconds = Number(values.seconds);
 const ramp = Number(values.ramp);
 const pollMaxNs = Number(values['poll-max-ns']);
 const depth = Number(values.depth);
+const HEADLINE = 'randread-4k-qd32';
+const repeat = Number(values.repeat);
+const headlineRepeat = Math.max(repeat, Number(values['headline-repeat']));
+for (const [name, n] of [['--repeat', repeat], ['--headline-repeat', headlineRepeat]] as const) {
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a whole number of rounds, 1 or more`);
+}
 const started = Date.now();
 
 const say = (s: string): void => void process.stderr.write(`bench-ublk: ${s}\n`);
@@ -84,6 +99,8 @@ interface Variant {
   ublk?: (w: Workload) => string[];
   /** the AIO engine: completions-per-reap percentiles are reported */
   aio?: boolean;
+  /** workloads this variant sits out */
+  skip?: (w: Workload) => boolean;
 }
 
 let loopDev = '';
@@ -101,6 +118,15 @@ const VARIANTS: Variant[] = [
     label: `ublk-ts loop aio poll`,
     aio: true,
     ublk: (w) => ['-t', 'loop', '-f', image, '--engine', 'aio', '--poll-max-ns', String(pollMaxNs), ...qd(w)],
+  },
+  // Before ublk-ts set its disks' scheduler to none, as the kernel loop
+  // driver does: one queue got the kernel's mq-deadline (a 2-queue disk gets none anyway).
+  {
+    key: 'ublk-aio-mqdl',
+    label: 'ublk-ts loop aio, mq-deadline',
+    aio: true,
+    ublk: (w) => ['-t', 'loop', '-f', image, '--engine', 'aio', '--scheduler', 'mq-deadline', ...qd(w)],
+    skip: (w) => w.jobs > 1,
   },
   { key: 'ublk-uring', label: 'ublk-ts loop uring', ublk: (w) => ['-t', 'loop', '-f', image, '--engine', 'uring', ...qd(w)] },
   { key: 'ublk-null', label: 'ublk-ts null', ublk: (w) => ['-t', 'null', '-s', '1G', ...qd(w)] },
@@ -274,8 +300,15 @@ interface Line {
   mbps: number;
   meanUs: number;
   p99Us: number;
-  /** against the kernel loop line of the same workload (IOPS, or MB/s for the 128k line) */
+  /**
+   * Against the kernel loop line of the same workload and round (IOPS, or
+   * MB/s for the 128k line); with rounds, the median of the rounds' ratios.
+   */
   ratio: number | null;
+  /** Every round's IOPS (MB/s for bandwidth workloads), in run order; this line is the median one. */
+  runs?: number[];
+  /** Every round's ratio to the kernel loop line of that round. */
+  ratioRuns?: number[];
   /** ublk-ts null only: against the kernel null device line of the same workload */
   vsNullBlk?: number;
   /** guest CPU busy over the run, % of all CPUs */
@@ -428,25 +461,43 @@ if (workloads.length * variants.length > 1) {
   sh('fio', ['--name=warmup', `--filename=${image}`, '--rw=randread', '--bs=4k', '--iodepth=32', '--ioengine=libaio', '--direct=1', '--time_based=1', '--runtime=3', '--output-format=json']);
 }
 
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+/** The run whose rate is the median (the lower middle one of an even count). */
+const medianRun = (runs: Line[], rate: (l: Line) => number): Line => [...runs].sort((a, b) => rate(a) - rate(b))[Math.floor((runs.length - 1) / 2)];
+
 const lines: Line[] = [];
 for (const w of workloads) {
-  for (const v of variants) {
-    const t = Date.now();
-    const l = runLine(v, w);
+  const rate = (l: Line): number => (w.bandwidth ? l.mbps : l.iops);
+  const rounds = w.key === HEADLINE ? headlineRepeat : repeat;
+  const here = variants.filter((v) => v.skip?.(w) !== true);
+  const byVariant = new Map<string, Line[]>(here.map((v) => [v.key, []]));
+  for (let round = 1; round <= rounds; round++) {
+    for (const v of here) {
+      const t = Date.now();
+      const l = runLine(v, w);
+      byVariant.get(v.key)!.push(l);
+      say(
+        `${w.label}, ${v.label}${rounds > 1 ? ` (round ${round}/${rounds})` : ''}: ${w.bandwidth ? `${l.mbps.toFixed(1)} MB/s` : `${l.iops.toFixed(0)} IOPS`}, ` +
+          `mean ${l.meanUs.toFixed(0)} µs, p99 ${l.p99Us.toFixed(0)} µs (${((Date.now() - t) / 1000).toFixed(1)} s)`,
+      );
+    }
+  }
+  const refRuns = byVariant.get('kloop');
+  const nullRuns = byVariant.get('nullblk');
+  for (const v of here) {
+    const runs = byVariant.get(v.key)!;
+    const l = medianRun(runs, rate);
+    if (rounds > 1) l.runs = runs.map(rate);
+    if (refRuns !== undefined) {
+      l.ratioRuns = runs.map((r, i) => rate(r) / rate(refRuns[i]));
+      l.ratio = median(l.ratioRuns);
+    }
+    if (v.key === 'ublk-null' && nullRuns !== undefined) l.vsNullBlk = median(runs.map((r, i) => rate(r) / rate(nullRuns[i])));
     lines.push(l);
-    say(
-      `${w.label}, ${v.label}: ${w.bandwidth ? `${l.mbps.toFixed(1)} MB/s` : `${l.iops.toFixed(0)} IOPS`}, ` +
-        `mean ${l.meanUs.toFixed(0)} µs, p99 ${l.p99Us.toFixed(0)} µs (${((Date.now() - t) / 1000).toFixed(1)} s)`,
-    );
   }
-  const ref = lines.find((l) => l.workload === w.key && l.variant === 'kloop');
-  for (const l of lines) {
-    if (l.workload !== w.key || ref === undefined) continue;
-    l.ratio = w.bandwidth ? l.mbps / ref.mbps : l.iops / ref.iops;
-  }
-  const nullRef = lines.find((l) => l.workload === w.key && l.variant === 'nullblk');
-  const ublkNull = lines.find((l) => l.workload === w.key && l.variant === 'ublk-null');
-  if (nullRef && ublkNull) ublkNull.vsNullBlk = w.bandwidth ? ublkNull.mbps / nullRef.mbps : ublkNull.iops / nullRef.iops;
 }
 cleanup();
 
@@ -462,17 +513,20 @@ out.push(`ublk-ts bench: fio libaio, O_DIRECT, ${seconds} s per line after ${ram
 out.push(`backing image ${image} on ${backing}; kernel loop ${loopName || '-'} (losetup --direct-io=on)`);
 out.push(`ublk-ts devices: queue depth ${depth}, 1 queue (2 for the 2-job workload), fresh device per line; poll variant --poll-max-ns ${pollMaxNs}`);
 out.push('');
-out.push(`${pad('workload / variant', 34)}${lpad('IOPS|MB/s', 12)}${lpad('mean µs', 10)}${lpad('p99 µs', 10)}${lpad('vs kloop', 10)}${lpad('CPU %', 7)}`);
+out.push(`${pad('workload / variant', 34)}${lpad('IOPS|MB/s', 12)}${lpad('mean µs', 10)}${lpad('p99 µs', 10)}${lpad('vs kloop', 10)}${lpad('CPU %', 7)}  rounds`);
+const fmtRuns = (xs: number[], digits: number): string => xs.map((x) => x.toFixed(digits)).join(' ');
 for (const w of workloads) {
   out.push(w.label);
   for (const l of lines.filter((x) => x.workload === w.key)) {
     out.push(
       `  ${pad(l.label, 32)}${lpad(fmtRate(l), 12)}${lpad(l.meanUs.toFixed(0), 10)}${lpad(l.p99Us.toFixed(0), 10)}` +
-        `${lpad(l.ratio === null ? '-' : l.ratio.toFixed(2), 10)}${lpad(l.cpuBusyPct.toFixed(0), 7)}`,
+        `${lpad(l.ratio === null ? '-' : l.ratio.toFixed(2), 10)}${lpad(l.cpuBusyPct.toFixed(0), 7)}` +
+        (l.runs ? `  ${fmtRuns(l.runs, w.bandwidth ? 1 : 0)}${l.variant !== 'kloop' && l.ratioRuns ? ` (${fmtRuns(l.ratioRuns, 2)})` : ''}` : ''),
     );
   }
 }
-out.push('(CPU %: the whole machine busy during the run, all CPUs)');
+out.push('(CPU %: the whole machine busy during the run, all CPUs. Rounds: each round\'s rate and, in brackets, its ratio to');
+out.push('the kernel loop line of the same round; a line with rounds shows its median run and the median of those ratios)');
 const nullLines = lines.filter((l) => l.vsNullBlk !== undefined);
 if (nullLines.length > 0) {
   out.push('');
@@ -499,10 +553,11 @@ for (const w of workloads) {
 }
 out.push('');
 out.push('completions per reap, ublk-ts loop AIO engine (percentiles as in seed 000)');
+const REAP_LABELS: Record<string, string> = { 'ublk-aio': 'poll off', 'ublk-aio-poll': 'poll on', 'ublk-aio-mqdl': 'mq-deadline' };
 out.push(`${pad('', 48)}${REAP_PERCENTILES.map((p) => lpad(String(p), 6)).join('')}`);
 for (const w of workloads) {
   for (const l of lines.filter((x) => x.workload === w.key && x.reapPercentiles !== undefined)) {
-    out.push(`${pad(`${w.label}, ${l.variant === 'ublk-aio' ? 'poll off' : 'poll on'}`, 48)}${REAP_PERCENTILES.map((p) => lpad(String(l.reapPercentiles![String(p)] ?? '-'), 6)).join('')}`);
+    out.push(`${pad(`${w.label}, ${REAP_LABELS[l.variant] ?? l.label}`, 48)}${REAP_PERCENTILES.map((p) => lpad(String(l.reapPercentiles![String(p)] ?? '-'), 6)).join('')}`);
   }
 }
 const minutes = (Date.now() - started) / 60000;
@@ -524,6 +579,8 @@ writeFileSync(
       ramp,
       depth,
       pollMaxNs,
+      repeat,
+      headlineRepeat,
       minutes,
       workloads: workloads.map((w) => ({ ...w })),
       lines,
@@ -534,7 +591,7 @@ writeFileSync(
 );
 say(`wrote ${values.out}`);
 
-const main = lines.find((l) => l.workload === 'randread-4k-qd32' && l.variant === 'ublk-aio');
-const ref = lines.find((l) => l.workload === 'randread-4k-qd32' && l.variant === 'kloop');
-const ratio = main && ref ? (main.iops / ref.iops).toFixed(2) : 'n/a';
-process.stdout.write(`ublk-ts loop (aio) / kernel loop 4k randread QD32 IOPS ratio: ${ratio}\n`);
+const main = lines.find((l) => l.workload === HEADLINE && l.variant === 'ublk-aio');
+const ratio = main?.ratio != null ? main.ratio.toFixed(2) : 'n/a';
+const rounds = main?.ratioRuns && main.ratioRuns.length > 1 ? ` (median of ${main.ratioRuns.length} rounds: ${fmtRuns(main.ratioRuns, 2)})` : '';
+process.stdout.write(`ublk-ts loop (aio) / kernel loop 4k randread QD32 IOPS ratio: ${ratio}${rounds}\n`);

@@ -237,8 +237,9 @@ function perfProfile(label: string, path: string): void {
   const comm = label.startsWith('ublk-ts') ? 'node' : 'fio';
   report(`by symbol, ${comm} only (share of all samples)`, ['--comms', comm, '--sort', 'dso,sym', '--percent-limit', '0.3'], 40);
   if (comm === 'node') {
-    report('node by thread (queue worker, main, V8 compiler/GC helpers)', ['--comms', 'node', '--sort', 'tid', '--percent-limit', '0.3'], 12);
-    report('node, inside the node binary (V8 runtime, builtins, compiler)', ['--comms', 'node', '--dsos', 'node', '--sort', 'tid,sym', '--percent-limit', '0.15'], 30);
+    report('node by thread (queue worker, main, V8 compiler/GC helpers)', ['--comms', 'node', '--sort', 'pid', '--percent-limit', '0.3'], 12);
+    report('node, inside the node binary (V8 runtime, builtins, compiler)', ['--comms', 'node', '--dsos', 'node', '--sort', 'sym', '--percent-limit', '0.1'], 40);
+    report('node by thread and symbol', ['--comms', 'node', '--sort', 'pid,dso,sym', '--percent-limit', '0.15'], 60);
   }
 }
 
