@@ -4,7 +4,8 @@ SHELL := /bin/bash
 
 DEPS := node_modules/.deps-stamp
 BUILD := dist/.build-stamp
-SOURCES := $(shell find src tests bench examples -name '*.ts' 2>/dev/null) tsconfig.json
+LAYERS := sys aio target ublk tools
+SOURCES := index.ts $(shell find $(LAYERS) tests bench examples -name '*.ts' 2>/dev/null) tsconfig.json
 
 $(DEPS): package.json package-lock.json .taprc
 	npm ci --no-audit --no-fund --loglevel=error

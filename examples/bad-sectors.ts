@@ -10,7 +10,7 @@
  */
 import { isMainThread } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
-import { EIO, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE, createDevice, parseSize, type Target, TargetError } from '../src/index.js';
+import { EIO, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE, createDevice, parseSize, type Target, TargetError } from '../index.js';
 
 export interface BadSectorsOptions {
   size: number | string;

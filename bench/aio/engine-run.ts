@@ -9,9 +9,9 @@
  */
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import * as file from '../../src/sys/file.js';
-import { NativeMemory } from '../../src/sys/memory.js';
-import { AioEngine } from '../../src/aio/engine.js';
+import * as file from '../../sys/file.js';
+import { NativeMemory } from '../../sys/memory.js';
+import { AioEngine } from '../../aio/engine.js';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,

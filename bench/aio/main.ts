@@ -14,7 +14,7 @@ import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { REAP_PERCENTILES } from '../../src/aio/stats.js';
+import { REAP_PERCENTILES } from '../../aio/stats.js';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,

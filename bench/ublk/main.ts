@@ -30,7 +30,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, statSyn
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { REAP_PERCENTILES } from '../../src/aio/stats.js';
+import { REAP_PERCENTILES } from '../../aio/stats.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const UBLK = join(root, 'bin/ublk');

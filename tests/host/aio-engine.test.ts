@@ -7,12 +7,12 @@ import fc from 'fast-check';
 import { mkdtempSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as native from '../../src/sys/native.js';
-import * as file from '../../src/sys/file.js';
-import { NativeMemory } from '../../src/sys/memory.js';
-import { AioEngine, type AioEngineOptions } from '../../src/aio/engine.js';
-import { RWF_DSYNC } from '../../src/aio/iocb.js';
-import { Counter } from '../../src/aio/stats.js';
+import * as native from '../../sys/native.js';
+import * as file from '../../sys/file.js';
+import { NativeMemory } from '../../sys/memory.js';
+import { AioEngine, type AioEngineOptions } from '../../aio/engine.js';
+import { RWF_DSYNC } from '../../aio/iocb.js';
+import { Counter } from '../../aio/stats.js';
 
 const EBADF = 9;
 const EINVAL = 22;

@@ -3,10 +3,10 @@ import t from 'tap';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SysError } from '../../src/sys/error.js';
-import { EventFd } from '../../src/sys/eventfd.js';
-import * as file from '../../src/sys/file.js';
-import { NativeMemory } from '../../src/sys/memory.js';
+import { SysError } from '../../sys/error.js';
+import { EventFd } from '../../sys/eventfd.js';
+import * as file from '../../sys/file.js';
+import { NativeMemory } from '../../sys/memory.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ublk-sys-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));

@@ -3,11 +3,11 @@ import t from 'tap';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as file from '../../src/sys/file.js';
-import { NativeMemory } from '../../src/sys/memory.js';
-import { IORING_SETUP_COOP_TASKRUN, IORING_SETUP_SQE128, IORING_SETUP_TASKRUN_FLAG, IORING_FSYNC_DATASYNC } from '../../src/sys/uring/constants.js';
-import { prepFallocate, prepFsync, prepNop, prepRead, prepWrite, sqeSetData } from '../../src/sys/uring/prep.js';
-import { IoUring } from '../../src/sys/uring/ring.js';
+import * as file from '../../sys/file.js';
+import { NativeMemory } from '../../sys/memory.js';
+import { IORING_SETUP_COOP_TASKRUN, IORING_SETUP_SQE128, IORING_SETUP_TASKRUN_FLAG, IORING_FSYNC_DATASYNC } from '../../sys/uring/constants.js';
+import { prepFallocate, prepFsync, prepNop, prepRead, prepWrite, sqeSetData } from '../../sys/uring/prep.js';
+import { IoUring } from '../../sys/uring/ring.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ublk-uring-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));

@@ -21,8 +21,8 @@ import {
   aio_ring,
   io_event,
   iocb,
-} from '../../src/aio/iocb.js';
-import { ringUsable } from '../../src/aio/ring.js';
+} from '../../aio/iocb.js';
+import { ringUsable } from '../../aio/ring.js';
 
 t.test('1 struct iocb is 64 bytes with the uapi offsets', async (t) => {
   t.same(

@@ -1,8 +1,8 @@
 // The completions-per-reap histogram and the adaptive poller: what `ublk
 // stats` and the benchmark print, and when a queue burns CPU polling.
 import t from 'tap';
-import { AioStats, Counter, HIST_MAX, REAP_PERCENTILES, histogramPercentiles } from '../../src/aio/stats.js';
-import { AdaptivePoller, POLL_INITIAL_NS } from '../../src/aio/poll.js';
+import { AioStats, Counter, HIST_MAX, REAP_PERCENTILES, histogramPercentiles } from '../../aio/stats.js';
+import { AdaptivePoller, POLL_INITIAL_NS } from '../../aio/poll.js';
 
 t.test('1 percentiles follow seed 000: 1st … 90th, 99.99th completions per reap', async (t) => {
   t.same([...REAP_PERCENTILES], [1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99.99]);

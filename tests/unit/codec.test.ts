@@ -1,9 +1,9 @@
 // Control struct encoding round-trips, byte for byte where the kernel reads them.
 import t from 'tap';
 import fc from 'fast-check';
-import { decodeDevInfo, decodeParams, encodeDevInfo, encodeParams, type Params } from '../../src/ublk/codec.js';
-import { paramsFor } from '../../src/ublk/device.js';
-import * as U from '../../src/ublk/uapi.js';
+import { decodeDevInfo, decodeParams, encodeDevInfo, encodeParams, type Params } from '../../ublk/codec.js';
+import { paramsFor } from '../../ublk/device.js';
+import * as U from '../../ublk/uapi.js';
 
 t.test('dev_info fields land at their offsets and read back', async (t) => {
   const dv = new DataView(new ArrayBuffer(64));

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { parseSize } from '../../src/target/size.js';
+import { parseSize } from '../../target/size.js';
 
 t.test('sizes take binary suffixes', async (t) => {
   t.equal(parseSize('512'), 512);

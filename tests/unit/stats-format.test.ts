@@ -1,9 +1,9 @@
 // `ublk stats`: the text form shows the loop target's AIO counters and the
 // completions-per-reap percentiles next to the dispatcher's counters.
 import t from 'tap';
-import { REAP_PERCENTILES } from '../../src/aio/stats.js';
-import { QUEUE_STAT_NAMES } from '../../src/ublk/queue-stats.js';
-import { formatStats, snapshotFromReply } from '../../src/tools/commands/stats.js';
+import { REAP_PERCENTILES } from '../../aio/stats.js';
+import { QUEUE_STAT_NAMES } from '../../ublk/queue-stats.js';
+import { formatStats, snapshotFromReply } from '../../tools/commands/stats.js';
 
 const queue = (reads: number, pollNs = 0) => Object.fromEntries(QUEUE_STAT_NAMES.map((n) => [n, n === 'reads' ? reads : n === 'pollNs' ? pollNs : 0]));
 const aio = (ios: number, ps: number[]) => ({

@@ -1,6 +1,6 @@
 // Pins the ublk UAPI mirror to include/uapi/linux/ublk_cmd.h (Linux 6.12), as listed in uapi.md.
 import t from 'tap';
-import * as U from '../../src/ublk/uapi.js';
+import * as U from '../../ublk/uapi.js';
 
 t.test('ublksrv_ctrl_cmd is 32 bytes with the header offsets', async (t) => {
   t.same(U.ublksrv_ctrl_cmd, { SIZE: 32, dev_id: 0, queue_id: 4, len: 6, addr: 8, data: 16, dev_path_len: 24, pad: 26, reserved: 28 });

@@ -1,7 +1,7 @@
 // Pins the io_uring structs to include/uapi/linux/io_uring.h.
 import t from 'tap';
-import * as L from '../../src/sys/uring/layout.js';
-import * as C from '../../src/sys/uring/constants.js';
+import * as L from '../../sys/uring/layout.js';
+import * as C from '../../sys/uring/constants.js';
 
 t.test('io_uring_params is 120 bytes with sq_off @40 and cq_off @80', async (t) => {
   t.equal(L.io_uring_params.SIZE, 120);

@@ -1,7 +1,7 @@
 // Issue 9: a target written against the public API (examples/bad-sectors.ts),
 // served by this test process: fio verify passes, the injected sectors fail with EIO.
 import t from 'tap';
-import { createDevice } from '../../src/index.js';
+import { createDevice } from '../../index.js';
 import { fio, sh, snapshot } from '../lib/ublk.js';
 
 const BAD = [100000, 100001, 120000];

@@ -1,6 +1,6 @@
 // A target that completes through promises runs its queues on the event loop.
 import t from 'tap';
-import { createDevice } from '../../src/index.js';
+import { createDevice } from '../../index.js';
 import { fio, snapshot } from '../lib/ublk.js';
 
 t.test('an async target passes fio verify on 2 queues', async (t) => {
