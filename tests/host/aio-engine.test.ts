@@ -4,7 +4,8 @@
 // duplicate IOs, the eventfd wakes a waiter, short reads stop at EOF.
 import t from 'tap';
 import fc from 'fast-check';
-import { mkdtempSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as native from '../../sys/native.js';
@@ -18,9 +19,15 @@ const EBADF = 9;
 const EINVAL = 22;
 const KiB = 1024;
 
-/** A fresh directory where O_DIRECT works and a misaligned offset is refused (not tmpfs). */
-function directIoDir(): string | undefined {
-  for (const base of [process.env.AIO_TEST_DIR, '/var/tmp', tmpdir(), process.cwd()]) {
+/**
+ * A fresh directory where O_DIRECT works and a misaligned offset is refused
+ * (not tmpfs): one of the usual places, or else (as root) an ext4 image
+ * mounted on a loop device for the run. AIO_TEST_LOOP_EXT4=1 goes straight
+ * to the image, to test that path.
+ */
+function directIoDir(): { dir: string; cleanup: () => void } | undefined {
+  const bases = process.env.AIO_TEST_LOOP_EXT4 === '1' ? [] : [process.env.AIO_TEST_DIR, '/var/tmp', tmpdir(), process.cwd()];
+  for (const base of bases) {
     if (base === undefined) continue;
     let dir: string;
     try {
@@ -28,9 +35,30 @@ function directIoDir(): string | undefined {
     } catch {
       continue;
     }
-    if (enforcesAlignment(dir)) return dir;
-    rmSync(dir, { recursive: true, force: true });
+    const cleanup = () => rmSync(dir, { recursive: true, force: true });
+    if (enforcesAlignment(dir)) return { dir, cleanup };
+    cleanup();
   }
+  return process.getuid?.() === 0 ? loopExt4() : undefined;
+}
+
+function loopExt4(): { dir: string; cleanup: () => void } | undefined {
+  const base = mkdtempSync(join(tmpdir(), 'ublk-ts-ext4-'));
+  const dir = join(base, 'mnt');
+  const img = join(base, 'ext4.img');
+  const run = (cmd: string, ...args: string[]) => spawnSync(cmd, args, { encoding: 'utf8' });
+  const ok = (cmd: string, ...args: string[]) => run(cmd, ...args).status === 0;
+  let loopDev = '';
+  const cleanup = () => {
+    ok('umount', dir);
+    if (loopDev !== '') ok('losetup', '-d', loopDev);
+    rmSync(base, { recursive: true, force: true });
+  };
+  mkdirSync(dir);
+  // Direct IO through the loop device, so reads reach the disk below as the loop target's would.
+  if (ok('truncate', '-s', '256M', img)) loopDev = run('losetup', '--find', '--show', '--direct-io=on', img).stdout?.trim() ?? '';
+  if (loopDev !== '' && ok('mkfs.ext4', '-q', '-F', loopDev) && ok('mount', loopDev, dir) && enforcesAlignment(dir)) return { dir, cleanup };
+  cleanup();
   return undefined;
 }
 
@@ -48,12 +76,12 @@ function enforcesAlignment(dir: string): boolean {
   }
 }
 
-const dir = directIoDir();
-if (dir === undefined) {
-  t.plan(0, 'no filesystem here enforces O_DIRECT alignment (set AIO_TEST_DIR to one on ext4/xfs)');
+const place = directIoDir();
+if (place === undefined) {
+  t.plan(0, 'no filesystem here enforces O_DIRECT alignment, and without root no ext4 image can be mounted (set AIO_TEST_DIR to a directory on ext4/xfs)');
 } else {
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  tests(dir);
+  t.teardown(place.cleanup);
+  tests(place.dir);
 }
 
 function tests(dir: string): void {

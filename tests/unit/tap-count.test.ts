@@ -1,0 +1,32 @@
+// tests/tap-count.mjs, which makes the suite's closing line: every test counts, skipped files too.
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { ROOT } from '../lib/ublk.js';
+
+function count(tap: string): string {
+  const r = spawnSync(process.execPath, [join(ROOT, 'tests/tap-count.mjs')], { input: tap, encoding: 'utf8' });
+  return r.stdout.trim();
+}
+
+t.test('subtests count one each; a file skipped whole counts as one skipped; a crashed file as one failed', async (t) => {
+  const tap = [
+    'TAP version 14',
+    '1..4',
+    '# Subtest: dist/tests/host/a.test.js',
+    '    ok 1 - first',
+    '    ok 2 - second # SKIP needs a disk',
+    '    not ok 3 - third',
+    'not ok 1 - dist/tests/host/a.test.js # time=10ms',
+    '# Subtest: dist/tests/host/aio-engine.test.js',
+    '    1..0 # no filesystem here enforces O_DIRECT alignment',
+    'ok 2 - dist/tests/host/aio-engine.test.js # SKIP no filesystem here enforces O_DIRECT alignment',
+    '# Subtest: dist/tests/host/crash.test.js',
+    '    ok 1 - before the crash',
+    'not ok 3 - dist/tests/host/crash.test.js # time=3ms',
+    '# Subtest: dist/tests/host/b.test.js',
+    '    ok 1 - only',
+    'ok 4 - dist/tests/host/b.test.js # time=1ms',
+  ].join('\n');
+  t.equal(count(tap), '3 2 2', 'passed failed skipped');
+});
