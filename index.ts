@@ -23,6 +23,7 @@ export {
   type QueueContext,
   type Target,
   type TargetDescription,
+  type TargetDevice,
   type TargetQueue,
 } from './target/target.js';
 export { BUILTIN_TARGETS } from './target/registry.js';
@@ -38,7 +39,7 @@ export {
   UBLK_IO_OP_WRITE_ZEROES,
   UBLK_IO_F_FUA,
   UBLK_IO_F_NOUNMAP,
-} from './ublk/uapi.js';
+} from './sys/ublk/io.js';
 export { SysError } from './sys/error.js';
 export { UblkCommandError } from './ublk/control.js';
 

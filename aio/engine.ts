@@ -4,8 +4,9 @@
  * per batch (the plug; or in chunks of maxSubmit), and reaped from the
  * aio_ring in userspace right
  * after submitting (seeds 000, 001) or when the caller polls or waits
- * (seed 004). EAGAIN and partial submits keep IOs queued (seed 002);
- * short reads/writes are resubmitted for the rest.
+ * (seed 004). EAGAIN and partial submits keep IOs queued (seed 002). A
+ * short read or write completes with the bytes the kernel did, as
+ * pread(2) would.
  *
  * Hot path: no allocation per IO. Per-tag state lives in typed arrays and
  * the iocbs in native memory; onComplete(tag, res) is the only call out.
@@ -17,7 +18,7 @@ import { NativeMemory } from '../sys/memory.js';
 import { IOCB_CMD_FDSYNC, IOCB_CMD_PREAD, IOCB_CMD_PWRITE, IocbTable, io_event } from './iocb.js';
 import { Plug } from './plug.js';
 import { AioRing, readRingHeader, ringUsable } from './ring.js';
-import { AdaptivePoller } from './poll.js';
+import { AdaptivePoller } from '../sys/poller.js';
 import { AioStats, Counter } from './stats.js';
 
 const EINTR = 4;
@@ -86,8 +87,6 @@ export class AioEngine {
   private readonly ring: AioRing | null;
   private readonly efd: EventFd | null;
   private readonly state: Uint8Array;
-  /** Bytes already transferred by earlier parts of a short IO. */
-  private readonly done: Float64Array;
   private nInFlight = 0;
   private reaping = false;
   /** io_submit said EAGAIN and no completion has been consumed since. */
@@ -113,7 +112,7 @@ export class AioEngine {
     this.depth = depth;
     this.onComplete = onComplete;
     this.stats = opts.stats ?? new AioStats();
-    this.poller = new AdaptivePoller(opts.pollMaxNs ?? 0, this.stats);
+    this.poller = new AdaptivePoller(opts.pollMaxNs ?? 0, this.stats.pollCounters());
     this.reapAfterSubmit = opts.reapAfterSubmit ?? true;
     this.maxSubmit = opts.maxSubmit ?? depth;
     if (!(this.maxSubmit >= 1)) throw new RangeError(`AioEngine maxSubmit must be ≥ 1, not ${opts.maxSubmit}`);
@@ -133,7 +132,6 @@ export class AioEngine {
     this.table = new IocbTable(depth, this.eventFd);
     this.plug = new Plug(this.table);
     this.state = new Uint8Array(depth);
-    this.done = new Float64Array(depth);
 
     // The ring never holds more events than IOs in flight (≤ depth).
     const cap = Math.max(depth, this.ringEvents);
@@ -193,8 +191,7 @@ export class AioEngine {
   /**
    * Processes the completions available now, without blocking: from the
    * ring, or with one io_getevents with a zero timeout. Calls onComplete for
-   * each finished IO and resubmits short ones (and anything EAGAIN held
-   * back). Returns the number of completion events processed.
+   * each finished IO and submits again what EAGAIN held back. Returns the number of completion events processed.
    */
   reap(): number {
     this.alive();
@@ -281,7 +278,6 @@ export class AioEngine {
     if (!(offset >= 0 && offset <= Number.MAX_SAFE_INTEGER)) throw new RangeError(`AioEngine: offset ${offset} out of range`);
     if (this.ctx === 0) this.alive();
     this.state[tag] = QUEUED;
-    this.done[tag] = 0;
   }
 
   private badTag(tag: number): never {
@@ -388,31 +384,18 @@ export class AioEngine {
     return n;
   }
 
-  /** One io_event: resubmit the rest of a short read/write, else complete the IO. */
+  /**
+   * One io_event: the IO is done with the kernel's result, short or not.
+   * Continuing a short read or write is the caller's rule, not the
+   * engine's: ublk-ts has one (ublk/queue.ts complete()), shared by every
+   * target and engine.
+   */
   private event(tag: number, res: number): void {
     if (this.state[tag] !== IN_FLIGHT) {
       throw new Error(`AioEngine: completion for tag ${tag}, which is not in flight (res ${res})`);
     }
     this.nInFlight--;
-    const table = this.table;
-    if (table.opcode(tag) <= IOCB_CMD_PWRITE) {
-      if (res > 0) {
-        const rest = table.nbytes(tag) - res;
-        this.done[tag] += res;
-        if (rest > 0) {
-          table.advance(tag, res);
-          this.state[tag] = QUEUED;
-          this.plug.push(tag);
-          this.stats.c[Counter.SHORT_IOS]++;
-          return;
-        }
-        res = this.done[tag];
-      } else if (res === 0 || this.done[tag] > 0) {
-        // End of file, or an error after part of the IO was done: report the
-        // part done, as pread(2)/pwrite(2) would.
-        res = this.done[tag];
-      }
-    }
+    if (res >= 0 && res < this.table.nbytes(tag) && this.table.opcode(tag) <= IOCB_CMD_PWRITE) this.stats.c[Counter.SHORT_IOS]++;
     this.finish(tag, res);
   }
 

@@ -148,19 +148,6 @@ export class IocbTable {
     return this.u32[tag * U32_PER_IOCB + 8];
   }
 
-  /** Moves iocb[tag] past `n` transferred bytes, for resubmitting the rest of a short read/write. */
-  advance(tag: number, n: number): void {
-    const u = this.u32;
-    const b = tag * U32_PER_IOCB;
-    const buf = u[b + 7] * TWO32 + u[b + 6] + n;
-    const off = u[b + 11] * TWO32 + u[b + 10] + n;
-    u[b + 6] = buf % TWO32;
-    u[b + 7] = buf / TWO32;
-    u[b + 8] = u[b + 8] - n;
-    u[b + 10] = off % TWO32;
-    u[b + 11] = off / TWO32;
-  }
-
   /** Points `struct iocb *[slot]` at iocb[tag]. */
   setPtr(slot: number, tag: number): void {
     const p = this.base + tag * iocb.SIZE;

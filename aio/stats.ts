@@ -6,16 +6,18 @@
  * on x86_64.
  */
 
+import type { PollCounters } from '../sys/poller.js';
+
 /** Counter slots. */
 export const enum Counter {
   IOS = 0, // IOs completed (onComplete calls)
   BYTES, // bytes transferred by completed IOs
   ERRORS, // IOs completed with -errno
   SUBMITS, // io_submit calls
-  SUBMITTED, // iocbs accepted by io_submit (includes short-IO resubmits)
+  SUBMITTED, // iocbs accepted by io_submit
   EAGAINS, // io_submit calls that returned -EAGAIN
   PARTIAL_SUBMITS, // io_submit calls that took only part of the batch
-  SHORT_IOS, // short reads/writes whose remainder was resubmitted
+  SHORT_IOS, // reads/writes that completed with fewer bytes than asked
   REAPS, // looks at the ring (or io_getevents calls) that found completions
   EMPTY_REAPS, // looks that found none
   GETEVENTS, // io_getevents calls
@@ -76,6 +78,11 @@ export class AioStats {
     }
     this.c[Counter.REAPS]++;
     this.hist[n > HIST_MAX ? HIST_MAX + 1 : n]++;
+  }
+
+  /** The slots where an AdaptivePoller (sys/poller.ts) counts for this engine. */
+  pollCounters(): PollCounters {
+    return { array: this.c, hits: Counter.POLL_HITS, misses: Counter.POLL_MISSES, pollNs: Counter.POLL_NS };
   }
 
   reset(): void {

@@ -11,6 +11,11 @@
 import { createRequire } from 'node:module';
 import type * as Koffi from 'koffi';
 
+// The syscall numbers below are x86_64's: anywhere else they name other calls.
+if (process.arch !== 'x64') {
+  throw new Error(`ublk-ts runs on x86_64 only (its syscall numbers are x86_64's), not on ${process.arch}`);
+}
+
 const koffi = createRequire(import.meta.url)('koffi') as typeof Koffi;
 const libc = koffi.load('libc.so.6');
 

@@ -1,20 +1,29 @@
 /**
  * What serves the IO. A target is a handful of functions, as in ublksrv and
- * kublk: `open` (daemon main thread: check options, open the backing,
- * describe the device) and `createQueue` (each queue's worker thread: serve
- * requests). Targets live in modules so a worker thread can load them by
- * name (built-ins, see registry.ts) or by module URL (your own).
+ * kublk: `open` (daemon main thread, once per device: check options, open
+ * the backing, describe the device) returns that device's own instance,
+ * which owns what it opened until its `close`; `createQueue` (each queue's
+ * worker thread) serves the requests of one queue from what the instance
+ * handed its queues (`queueData`). Targets live in modules so a worker thread
+ * can load them by name (built-ins, see registry.ts) or by module URL (your own).
  */
 import type { IoUring } from '../sys/uring/ring.js';
 
-/** The user_data high word of SQEs a target puts on the queue ring: the top bit routes their CQEs back to `onCqe`. */
-export const TARGET_USER_DATA = 0x80000000;
+/**
+ * The user_data high word of SQEs a target puts on the queue ring, OR-ed
+ * with the target's own kind (below 2^30): it routes their CQEs back to
+ * `onCqe` (see sys/uring/user-data.ts).
+ */
+export { USER_DATA_TARGET as TARGET_USER_DATA } from '../sys/uring/user-data.js';
 
 /** A bad option or an unusable backing: one line for the user, no stack. */
 export class TargetError extends Error {
-  constructor(message: string) {
+  /** Set when the backing is held by another device: what is held, as `exclusive` names it. */
+  readonly held?: string;
+  constructor(message: string, options?: { held?: string }) {
     super(message);
     this.name = 'TargetError';
+    if (options?.held !== undefined) this.held = options.held;
   }
 }
 
@@ -40,6 +49,24 @@ export interface TargetDescription {
   warnings?: string[];
   /** Handed to every queue's createQueue() (structured-cloned into the worker). */
   queueData?: unknown;
+  /**
+   * What this device holds that no second ublk-ts device may hold while it
+   * exists, e.g. the canonical path of a backing file. A --recoverable
+   * device keeps its claim while it waits for `ublk recover`.
+   */
+  exclusive?: string[];
+}
+
+/**
+ * One device's side of a target, in the daemon's main thread: what open()
+ * returns. It owns what it opened (a backing file…), so two devices of the
+ * same target in one process never share state.
+ */
+export interface TargetDevice extends TargetDescription {
+  /** What `ublk stats` shows of the queues' statsBuffers (one per queue, null where none). */
+  stats?(buffers: (SharedArrayBuffer | null)[]): Record<string, unknown>;
+  /** Releases what open() took, once: after the device is gone, or when creating it failed. */
+  close?(): void;
 }
 
 /** What a queue worker gives its target. */
@@ -57,7 +84,7 @@ export interface QueueContext {
   buffer(tag: number): Uint8Array;
   /** Ends request `tag` with bytes done or -errno. Exactly once per queueIo that returned undefined. */
   complete(tag: number, res: number): void;
-  /** An SQE on the queue ring (submitting first if the SQ is full). */
+  /** An SQE on the queue ring (submitting first if the SQ is full); throws a QueueError if the ring takes none. */
   getSqe(): number;
 }
 
@@ -67,6 +94,10 @@ export interface TargetQueue {
    * Serve one request: op is UBLK_IO_OP_*, flags UBLK_IO_F_*, offset and
    * length in bytes. Return bytes or -errno to complete at once, undefined
    * to complete later through ctx.complete(), or a promise of the result.
+   * A READ or WRITE that did less than `length` completes that part, and
+   * ublk_drv asks again for the rest; 0 bytes is an error (EIO). A throw
+   * or a rejected promise is a bug: the request fails with EIO and the
+   * queue stops with an error that names it.
    */
   queueIo(tag: number, op: number, flags: number, offset: number, length: number): number | undefined | Promise<number>;
   /** After a batch of requests was queued: submit what was plugged. */
@@ -94,12 +125,16 @@ export interface Target<Options = Record<string, unknown>> {
    * for targets that complete through promises or timers.
    */
   readonly sync?: boolean;
-  /** Daemon main thread: validate, open the backing, describe the device. Throw TargetError for bad input. */
-  open(options: Options): TargetDescription | Promise<TargetDescription>;
-  /** Queue worker thread: the per-queue server. */
+  /**
+   * Daemon main thread, once per device: validate, open the backing,
+   * describe the device. Throw TargetError for bad input. The instance
+   * returned is that device's alone (its close() releases only its backing).
+   */
+  open(options: Options): TargetDevice | Promise<TargetDevice>;
+  /**
+   * Queue worker thread: the server of one queue of one device. It runs in
+   * another thread than open(), so it sees the device only through the
+   * instance's queueData (structured-cloned).
+   */
   createQueue(ctx: QueueContext, queueData: unknown): TargetQueue | Promise<TargetQueue>;
-  /** Daemon main thread: what `ublk stats` shows of the queues' statsBuffers (one per queue, null where none). */
-  describeStats?(buffers: (SharedArrayBuffer | null)[]): Record<string, unknown>;
-  /** Daemon main thread, after the device is gone. */
-  close?(): void;
 }

@@ -3,13 +3,14 @@
  * and stop requests on a unix socket, and on SIGTERM/SIGINT (or `ublk del`)
  * lets in-flight IO complete, then stops and deletes the device.
  */
-import { appendFileSync, realpathSync, rmSync } from 'node:fs';
+import { appendFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { type CreateDeviceOptions, type Device, createDevice, recoverDevice } from '../ublk/api.js';
 import type { UblkControl } from '../ublk/control.js';
 import type { DeviceOptions } from '../ublk/device.js';
+import { type TargetDevice, TargetError } from '../target/target.js';
 import { withControl } from './cli-util.js';
-import { type DeviceState, logPath, readState, removeState, socketPath, stateIds, writeState } from '../ublk/state.js';
+import { type DeviceState, logPath, readState, removeState, socketPath, stateIds, writeState } from './state.js';
 import { describeError } from './errors.js';
 
 export interface DaemonOptions extends DeviceOptions {
@@ -33,30 +34,24 @@ export function log(id: number, message: string): void {
 }
 
 /**
- * The device that already serves this backing file, from the state files
- * (flock alone does not see a --recoverable device whose daemon died, and
- * `ublk recover` will serve the file again).
+ * Refuses a device that would hold what another ublk-ts device holds
+ * exclusively (a backing file), as its state file records. flock alone
+ * does not see a --recoverable device whose daemon died, and `ublk
+ * recover` will serve that file again.
  */
-async function backingOwner(ctrl: UblkControl, options: DaemonOptions): Promise<number | null> {
-  const file = options.targetOptions.file;
-  if (typeof file !== 'string') return null;
-  let real: string;
-  try {
-    real = realpathSync(file);
-  } catch {
-    return null; // the target will say what is wrong with it
+async function claimExclusive(ctrl: UblkControl, device: TargetDevice, options: DaemonOptions): Promise<void> {
+  for (const held of device.exclusive ?? []) {
+    const owner = await holder(ctrl, held, options);
+    if (owner !== null) throw new TargetError(`${held} is already used by ublk device ${owner}`);
   }
+}
+
+/** The device whose state file claims `held` and which the kernel still has, or null. */
+async function holder(ctrl: UblkControl, held: string, options: DaemonOptions): Promise<number | null> {
   for (const id of stateIds()) {
     if (options.recover && id === options.devId) continue;
-    const other = readState(id)?.targetOptions.file;
-    if (typeof other !== 'string') continue;
-    let same = false;
-    try {
-      same = realpathSync(other) === real;
-    } catch {
-      continue;
-    }
-    if (same && (await ctrl.getDevInfo(id).then(() => true, () => false))) return id;
+    if (!readState(id)?.exclusive?.includes(held)) continue;
+    if (await ctrl.getDevInfo(id).then(() => true, () => false)) return id;
   }
   return null;
 }
@@ -64,9 +59,8 @@ async function backingOwner(ctrl: UblkControl, options: DaemonOptions): Promise<
 /** Runs until the device is stopped; resolves with the process exit code. */
 export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Promise<number> {
   let dev: Device;
+  let exclusive: string[] = [];
   try {
-    const owner = await withControl((ctrl) => backingOwner(ctrl, options));
-    if (owner !== null) throw new Error(`${String(options.targetOptions.file)} is already used by ublk device ${owner}`);
     const api: CreateDeviceOptions = {
       target: options.targetModule,
       targetOptions: options.targetOptions,
@@ -77,10 +71,17 @@ export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Pro
       recoverable: options.recoverable,
       pollMaxNs: options.pollMaxNs,
       scheduler: options.scheduler,
+      onOpen: (device) => {
+        exclusive = device.exclusive ?? [];
+        return withControl((ctrl) => claimExclusive(ctrl, device, options));
+      },
     };
     dev = options.recover ? await recoverDevice({ ...api, id: options.devId }) : await createDevice(api);
   } catch (e) {
-    hooks.ready({ error: describeError(e, { devId: options.devId }) });
+    // A target that found its backing held (a live device's lock) says what: name the device.
+    const owner = e instanceof TargetError && e.held !== undefined ? await withControl((ctrl) => holder(ctrl, e.held!, options)).catch(() => null) : null;
+    const message = owner !== null ? `${(e as TargetError).held} is already used by ublk device ${owner}` : describeError(e, { devId: options.devId });
+    hooks.ready({ error: message });
     return 1;
   }
   const id = dev.info.id;
@@ -97,6 +98,7 @@ export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Pro
     pollMaxNs: options.pollMaxNs ?? 0,
     size: dev.info.size,
     info: dev.info.target,
+    exclusive,
     created: new Date().toISOString(),
   };
 
@@ -122,12 +124,34 @@ export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Pro
         settle();
       });
   };
+  // The device cannot be served any more: say why in the log and the state
+  // file (`ublk list` shows it), stop serving as a dying daemon would, and
+  // leave the device for `ublk del` (or `ublk recover`, if it is recoverable).
+  const fail = (why: string) => {
+    if (stopping) {
+      log(id, `while stopping: ${why}`);
+      return;
+    }
+    stopping = true;
+    exitCode = 1;
+    log(id, `failed: ${why}`);
+    server?.close();
+    try {
+      writeState({ ...state, failed: { reason: why, at: new Date().toISOString() } });
+    } catch (e) {
+      log(id, `recording the failure: ${describeError(e)}`);
+    }
+    dev
+      .detach()
+      .catch((e: unknown) => log(id, `detach: ${describeError(e, { devId: id })}`))
+      .finally(settle);
+  };
   process.on('SIGTERM', () => shutdown('SIGTERM', 0));
   process.on('SIGINT', () => shutdown('SIGINT', 0));
   process.on('SIGHUP', () => undefined);
-  // A bug must not leave a device whose IO hangs: record it, then stop cleanly.
-  process.on('uncaughtException', (e) => shutdown(`internal error: ${e.stack ?? e}`, 1));
-  void dev.failed.then((message) => shutdown(`a queue failed: ${message}`, 1));
+  // A bug must not leave a device whose IO hangs: record it, then let the device go.
+  process.on('uncaughtException', (e) => fail(`internal error: ${e.stack ?? e}`));
+  void dev.failed.then(fail);
 
   try {
     writeState(state);

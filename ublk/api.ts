@@ -4,10 +4,10 @@
  */
 import { type DevInfo } from './codec.js';
 import { UblkControl } from './control.js';
-import { UblkDevice, type DeviceOptions } from './device.js';
+import { UblkDevice, type DeviceOptions, type OnOpen } from './device.js';
 import { type QueueStatName, readQueueStats, sumQueueStats } from './queue-stats.js';
 import { targetModuleUrl } from '../target/registry.js';
-import type { TargetDescription } from '../target/target.js';
+import type { TargetDevice } from '../target/target.js';
 import { UBLK_S_DEV_DEAD, UBLK_S_DEV_FAIL_IO, UBLK_S_DEV_LIVE, UBLK_S_DEV_QUIESCED } from './uapi.js';
 
 export interface CreateDeviceOptions {
@@ -38,6 +38,13 @@ export interface CreateDeviceOptions {
    * the disk keeps its scheduler across a recovery.
    */
   scheduler?: string;
+  /**
+   * Called once the target has opened and described the device, before the
+   * kernel is asked for it: a throw (or a rejection) refuses the device,
+   * and the target is closed again. `ublk add` checks here that no other
+   * device holds what this one would hold exclusively.
+   */
+  onOpen?: OnOpen;
 }
 
 /** Kernel state of a device. */
@@ -83,10 +90,20 @@ export interface Device {
   stats(): DeviceStats;
   /** The kernel's view of the device now. */
   state(): Promise<DeviceStateName>;
-  /** Resolves with an error message if a queue fails while the device is live. */
+  /**
+   * Resolves with "queue N: reason" if a queue fails: it could not go on
+   * (the kernel refused its ring, its target threw…), failed what it held
+   * with EIO and ended. Call stop() (or detach()) then.
+   */
   readonly failed: Promise<string>;
-  /** Lets in-flight IO complete, stops and deletes the device. Idempotent. */
+  /** Lets in-flight IO complete, stops and deletes the device. Idempotent; every wait in it is bounded. */
   stop(): Promise<void>;
+  /**
+   * Stops serving at once but leaves the device in the kernel, as if this
+   * process had died: a `recoverable` device waits for recoverDevice(), any
+   * other fails its IO until it is deleted (`ublk del`).
+   */
+  detach(): Promise<void>;
 }
 
 function deviceOptions(o: CreateDeviceOptions, recover: boolean): DeviceOptions {
@@ -104,7 +121,7 @@ function deviceOptions(o: CreateDeviceOptions, recover: boolean): DeviceOptions 
   };
 }
 
-function describe(dev: UblkDevice, desc: TargetDescription, info: DevInfo): DeviceInfo {
+function describe(dev: UblkDevice, desc: TargetDevice, info: DevInfo): DeviceInfo {
   return {
     id: dev.id,
     path: `/dev/ublkb${dev.id}`,
@@ -119,11 +136,10 @@ function describe(dev: UblkDevice, desc: TargetDescription, info: DevInfo): Devi
 
 function wrap(dev: UblkDevice, ctrl: UblkControl): Device {
   let stopped: Promise<void> | null = null;
-  const failed = new Promise<string>((resolve) => dev.once('dead', resolve));
   return {
-    info: describe(dev, dev.description, dev.info),
-    warnings: dev.description.warnings ?? [],
-    failed,
+    info: describe(dev, dev.target, dev.info),
+    warnings: dev.target.warnings ?? [],
+    failed: dev.failed,
     stats() {
       const queues = dev.queueStats().map(readQueueStats);
       return { queues, total: sumQueueStats(queues), target: dev.targetStats() };
@@ -135,13 +151,17 @@ function wrap(dev: UblkDevice, ctrl: UblkControl): Device {
       stopped ??= dev.stop().finally(() => ctrl.close());
       return stopped;
     },
+    detach() {
+      stopped ??= dev.detach().finally(() => ctrl.close());
+      return stopped;
+    },
   };
 }
 
-async function open(options: DeviceOptions, recover: boolean): Promise<Device> {
+async function open(options: DeviceOptions, recover: boolean, onOpen: OnOpen | undefined): Promise<Device> {
   const ctrl = UblkControl.open();
   try {
-    const dev = recover ? await UblkDevice.recover(options, ctrl) : await UblkDevice.create(options, ctrl);
+    const dev = recover ? await UblkDevice.recover(options, ctrl, onOpen) : await UblkDevice.create(options, ctrl, onOpen);
     return wrap(dev, ctrl);
   } catch (e) {
     ctrl.close();
@@ -162,7 +182,7 @@ async function open(options: DeviceOptions, recover: boolean): Promise<Device> {
  * await dev.stop();
  */
 export function createDevice(options: CreateDeviceOptions): Promise<Device> {
-  return open(deviceOptions(options, false), false);
+  return open(deviceOptions(options, false), false, options.onOpen);
 }
 
 /**
@@ -171,5 +191,5 @@ export function createDevice(options: CreateDeviceOptions): Promise<Device> {
  * `id` set. The kernel then reissues the IO it held.
  */
 export function recoverDevice(options: CreateDeviceOptions & { id: number }): Promise<Device> {
-  return open(deviceOptions(options, true), true);
+  return open(deviceOptions(options, true), true, options.onOpen);
 }

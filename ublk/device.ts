@@ -1,22 +1,26 @@
 /**
  * A ublk device served by this process: the lifecycle of design.md
  * ("Threads and processes") — ADD_DEV → SET_PARAMS → one worker per queue
- * fetches every tag → START_DEV → LIVE → STOP_DEV → workers drain and end →
- * /dev/ublkcN closed → DEL_DEV. Any failure on the way undoes what was done.
+ * fetches every tag (queue-pool.ts) → START_DEV → LIVE → STOP_DEV →
+ * workers drain and end → /dev/ublkcN closed → DEL_DEV. Any failure on the
+ * way undoes what was done, and every wait on the way out is bounded.
  */
-import { EventEmitter } from 'node:events';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { Worker } from 'node:worker_threads';
 import * as file from '../sys/file.js';
-import { EventFd } from '../sys/eventfd.js';
 import { loadTarget } from '../target/registry.js';
-import { type Target, type TargetDescription, TargetError } from '../target/target.js';
-import { type DevInfo, type Params } from './codec.js';
+import { type TargetDevice, TargetError } from '../target/target.js';
+import { type DevInfo } from './codec.js';
 import { UblkCommandError, UblkControl } from './control.js';
-import { newQueueStats } from './queue-stats.js';
-import { QUEUE_STOP, type QueueOptions } from './queue.js';
-import type { QueueWorkerData } from './queue-worker.js';
+import { checkDescription, paramsFor } from './params.js';
+import { QueuePool, READY_TIMEOUT_MS, TIMEOUT, within } from './queue-pool.js';
+import { KERNEL_SCHEDULER, setScheduler } from './scheduler.js';
 import * as U from './uapi.js';
+
+/**
+ * Longest wait for in-flight IO to complete after STOP_DEV, and again for
+ * the workers to end, before the queues are stopped by force (their held
+ * requests fail with EIO); also the bound on DEL_DEV.
+ */
+export const DRAIN_TIMEOUT_MS = 10_000;
 
 export interface DeviceOptions {
   /** Module URL of the target (see target/registry.ts). */
@@ -34,108 +38,45 @@ export interface DeviceOptions {
   pollMaxNs?: number;
   /**
    * The IO scheduler of /dev/ublkbN, set once the device is live (see
-   * setScheduler); KERNEL_SCHEDULER or undefined keeps the kernel's choice.
+   * scheduler.ts); KERNEL_SCHEDULER or undefined keeps the kernel's choice.
    */
   scheduler?: string;
 }
 
-/** `scheduler` value that keeps the elevator the kernel gave the disk. */
-const KERNEL_SCHEDULER = 'kernel';
+/** Called once the target has opened and described the device, before the kernel hears of it; a throw refuses the device. */
+export type OnOpen = (device: TargetDevice) => void | Promise<void>;
 
-interface QueueHandle {
-  worker: Worker;
-  kick: EventFd;
-  control: Int32Array;
-  stats: Float64Array;
-  targetStats: SharedArrayBuffer | null;
-  exited: Promise<void>;
-  error?: string;
-}
-
-const WORKER_URL = new URL('./queue-worker.js', import.meta.url);
-
-export function paramsFor(desc: TargetDescription, maxIoSize: number): Params {
-  const lbs = desc.logicalBlockSize ?? 512;
-  const pbs = Math.max(desc.physicalBlockSize ?? 4096, lbs);
-  let attrs = 0;
-  if (desc.readOnly) attrs |= U.UBLK_ATTR_READ_ONLY;
-  if (desc.rotational) attrs |= U.UBLK_ATTR_ROTATIONAL;
-  if (desc.volatileCache) attrs |= U.UBLK_ATTR_VOLATILE_CACHE;
-  if (desc.fua) attrs |= U.UBLK_ATTR_FUA;
-  const params: Params = {
-    basic: {
-      attrs,
-      logicalBsShift: Math.log2(lbs),
-      physicalBsShift: Math.log2(pbs),
-      ioOptShift: Math.log2(pbs),
-      ioMinShift: Math.log2(lbs),
-      maxSectors: maxIoSize / 512,
-      chunkSectors: 0,
-      devSectors: desc.size / 512,
-      virtBoundaryMask: 0,
-    },
-  };
-  if (desc.discard) {
-    params.discard = {
-      discardAlignment: 0,
-      discardGranularity: desc.discard.granularity,
-      maxDiscardSectors: desc.discard.maxDiscardSectors,
-      maxWriteZeroesSectors: desc.discard.maxWriteZeroesSectors,
-      maxDiscardSegments: 1,
-    };
-  }
-  return params;
-}
-
-export function checkDescription(desc: TargetDescription): void {
-  const lbs = desc.logicalBlockSize ?? 512;
-  if (![512, 1024, 2048, 4096].includes(lbs)) throw new TargetError(`logical block size ${lbs} is not 512, 1024, 2048 or 4096`);
-  if (!Number.isSafeInteger(desc.size) || desc.size <= 0) throw new TargetError('the device size must be more than 0 bytes');
-  if (desc.size % lbs !== 0) throw new TargetError(`the device size ${desc.size} is not a multiple of the logical block size ${lbs}`);
-}
-
-/**
- * A live ublk device. Emits 'dead' (message) when a queue fails while
- * live: the device can then only be stopped.
- */
-export class UblkDevice extends EventEmitter {
+/** A live ublk device. */
+export class UblkDevice {
   readonly id: number;
   info: DevInfo;
-  readonly description: TargetDescription;
+  /** The target's instance for this device: its description, stats and close. */
+  readonly target: TargetDevice;
   readonly options: DeviceOptions;
+  /** Resolves with "queue N: reason" when a queue fails (see QueuePool.failed). */
+  readonly failed: Promise<string>;
   private readonly ctrl: UblkControl;
-  private readonly target: Target<never>;
   private readonly cdevFd: number;
-  private readonly queues: QueueHandle[];
+  private readonly pool: QueuePool;
   private stopping: Promise<void> | null = null;
 
-  private constructor(
-    ctrl: UblkControl,
-    target: Target<never>,
-    options: DeviceOptions,
-    description: TargetDescription,
-    info: DevInfo,
-    cdevFd: number,
-    queues: QueueHandle[],
-  ) {
-    super();
+  private constructor(ctrl: UblkControl, target: TargetDevice, options: DeviceOptions, info: DevInfo, cdevFd: number, pool: QueuePool) {
     this.ctrl = ctrl;
     this.target = target;
     this.options = options;
-    this.description = description;
     this.info = info;
     this.id = info.devId;
     this.cdevFd = cdevFd;
-    this.queues = queues;
+    this.pool = pool;
+    this.failed = pool.failed;
   }
 
-  /** Creates and starts the device; on failure nothing is left in the kernel. */
-  static async create(options: DeviceOptions, ctrl: UblkControl): Promise<UblkDevice> {
-    const target = await loadTarget(options.targetModule);
-    const description = await target.open(options.targetOptions as never);
+  /** Creates and starts the device; on failure nothing is left in the kernel and the target is closed. */
+  static async create(options: DeviceOptions, ctrl: UblkControl, onOpen?: OnOpen): Promise<UblkDevice> {
+    const device = await openTarget(options);
     let dev: UblkDevice;
     try {
-      checkDescription(description);
+      await onOpen?.(device);
       let flags = U.UBLK_F_CMD_IOCTL_ENCODE;
       if (options.recoverable) flags |= U.UBLK_F_USER_RECOVERY | U.UBLK_F_USER_RECOVERY_REISSUE;
       const info = await ctrl.addDev({
@@ -146,14 +87,14 @@ export class UblkDevice extends EventEmitter {
         flags,
       });
       try {
-        await ctrl.setParams(info.devId, paramsFor(description, info.maxIoBufBytes));
-        dev = await UblkDevice.serve(ctrl, target, options, description, info, (pid) => ctrl.startDev(info.devId, pid));
+        await ctrl.setParams(info.devId, paramsFor(device, info.maxIoBufBytes));
+        dev = await UblkDevice.serve(ctrl, device, options, info, 'START_DEV', (pid) => ctrl.startDev(info.devId, pid));
       } catch (e) {
         await ctrl.delDev(info.devId).catch(() => undefined);
         throw e;
       }
     } catch (e) {
-      target.close?.();
+      device.close?.();
       throw e;
     }
     if (options.scheduler !== undefined && options.scheduler !== KERNEL_SCHEDULER) {
@@ -172,131 +113,141 @@ export class UblkDevice extends EventEmitter {
    * START_USER_RECOVERY, every tag fetched again, END_USER_RECOVERY; the
    * kernel then reissues the IO it held and the device is LIVE again.
    */
-  static async recover(options: DeviceOptions, ctrl: UblkControl): Promise<UblkDevice> {
+  static async recover(options: DeviceOptions, ctrl: UblkControl, onOpen?: OnOpen): Promise<UblkDevice> {
     const id = options.devId;
-    const target = await loadTarget(options.targetModule);
-    const description = await target.open(options.targetOptions as never);
+    const device = await openTarget(options);
     try {
-      checkDescription(description);
+      await onOpen?.(device);
       const info = await ctrl.getDevInfo(id);
       if (!(info.flags & U.UBLK_F_USER_RECOVERY)) throw new TargetError(`device ${id} was not added with --recoverable`);
       const params = await ctrl.getParams(id);
-      if (params.basic && params.basic.devSectors * 512 !== description.size) {
-        throw new TargetError(`device ${id} has ${params.basic.devSectors * 512} bytes but its target now has ${description.size}`);
+      if (params.basic && params.basic.devSectors * 512 !== device.size) {
+        throw new TargetError(`device ${id} has ${params.basic.devSectors * 512} bytes but its target now has ${device.size}`);
       }
       await startRecovery(ctrl, id);
-      return await UblkDevice.serve(ctrl, target, options, description, info, (pid) => ctrl.endUserRecovery(id, pid));
+      return await UblkDevice.serve(ctrl, device, options, info, 'END_USER_RECOVERY', (pid) => ctrl.endUserRecovery(id, pid));
     } catch (e) {
-      target.close?.();
+      device.close?.();
       throw e;
     }
   }
 
-  /** Opens /dev/ublkcN, starts a worker per queue, and `go` (START_DEV or END_USER_RECOVERY) once all have fetched. */
+  /** Opens /dev/ublkcN, starts the queues, and `go` (START_DEV or END_USER_RECOVERY) once all have fetched. */
   private static async serve(
     ctrl: UblkControl,
-    target: Target<never>,
+    device: TargetDevice,
     options: DeviceOptions,
-    description: TargetDescription,
     info: DevInfo,
+    goName: string,
     go: (pid: number) => Promise<void>,
   ): Promise<UblkDevice> {
     const id = info.devId;
     // The kernel may give fewer queues than asked (no more than CPUs) and rounds the buffer size to a page.
     const actual = { ...options, devId: id, queues: info.nrHwQueues, depth: info.queueDepth, maxIoSize: info.maxIoBufBytes };
     let cdevFd = -1;
-    const queues: QueueHandle[] = [];
+    let pool: QueuePool | null = null;
     try {
       cdevFd = await openCharDev(id);
-      for (let q = 0; q < actual.queues; q++) queues.push(spawnQueue(actual, description, id, q, cdevFd));
-      await Promise.all(queues.map(waitReady));
-      const dev = new UblkDevice(ctrl, target, actual, description, info, cdevFd, queues);
-      dev.watchQueues();
+      pool = await QueuePool.start({
+        devId: id,
+        queues: actual.queues,
+        depth: actual.depth,
+        maxIoSize: actual.maxIoSize,
+        cdevFd,
+        pollMaxNs: actual.pollMaxNs ?? 0,
+        targetModule: actual.targetModule,
+        queueData: device.queueData,
+      });
       // A queue that dies while the kernel waits for its fetches would leave it waiting forever.
-      await Promise.race([go(process.pid), dev.firstQueueFailure()]);
-      dev.info = await ctrl.getDevInfo(id);
-      return dev;
+      const r = await within(Promise.race([go(process.pid).then(() => null), pool.failed]), READY_TIMEOUT_MS);
+      if (r === TIMEOUT) throw new Error(`${goName} of device ${id} did not complete within ${READY_TIMEOUT_MS / 1000} s`);
+      if (r !== null) throw new Error(r);
+      return new UblkDevice(ctrl, device, actual, await ctrl.getDevInfo(id), cdevFd, pool);
     } catch (e) {
-      await stopQueues(queues);
+      await pool?.stopNow().catch(() => undefined);
       if (cdevFd >= 0) file.close(cdevFd);
       throw e;
     }
   }
 
-  private failure: Promise<never> | null = null;
-  private firstQueueFailure(): Promise<never> {
-    if (!this.failure) {
-      this.failure = new Promise<never>((_, reject) => this.once('dead', (m: string) => reject(new Error(m))));
-      this.failure.catch(() => undefined);
-    }
-    return this.failure;
-  }
-
-  private watchQueues(): void {
-    for (const [q, h] of this.queues.entries()) {
-      void h.exited.then(() => {
-        if (this.stopping === null) this.emit('dead', h.error ?? `queue ${q} ended unexpectedly`);
-      });
-    }
-  }
-
   /** Per-queue statistics (shared memory written by each worker). */
   queueStats(): Float64Array[] {
-    return this.queues.map((h) => h.stats);
+    return this.pool.stats();
   }
 
   /** What the target makes of its queues' own counters (AIO statistics for loop). */
   targetStats(): Record<string, unknown> | null {
-    return this.target.describeStats?.(this.queues.map((h) => h.targetStats)) ?? null;
+    return this.target.stats?.(this.pool.targetStats()) ?? null;
   }
 
   /**
-   * STOP_DEV (the kernel aborts the fetches once in-flight IO is completed),
-   * waits for the workers, closes /dev/ublkcN and DEL_DEV. Idempotent.
+   * STOP_DEV (the kernel completes what is in flight, removes the disk and
+   * aborts the fetches), waits for the workers, closes /dev/ublkcN and
+   * DEL_DEV, then closes the target. Each wait is bounded: queues that do
+   * not drain are stopped by force. Idempotent.
    */
   stop(): Promise<void> {
-    if (this.stopping === null) this.stopping = this.doStop();
+    this.stopping ??= this.shutDown(true);
     return this.stopping;
   }
 
-  private async doStop(): Promise<void> {
-    let stopError: unknown = null;
-    try {
-      await this.ctrl.stopDev(this.id);
-    } catch (e) {
-      stopError = e;
+  /**
+   * Stops serving at once and closes the target, but leaves the device in
+   * the kernel, as the death of this process would: a recoverable device
+   * waits QUIESCED for recoverDevice(); any other fails its IO until it is
+   * deleted. Idempotent, and exclusive with stop().
+   */
+  detach(): Promise<void> {
+    this.stopping ??= this.shutDown(false);
+    return this.stopping;
+  }
+
+  private async shutDown(remove: boolean): Promise<void> {
+    const errors: unknown[] = [];
+    const pool = this.pool;
+    pool.expectExit();
+    let stopped = false;
+    if (remove) {
+      const stopDev = this.ctrl.stopDev(this.id).then(
+        () => true,
+        (e: unknown) => (errors.push(e), false),
+      );
+      stopped = (await within(stopDev, DRAIN_TIMEOUT_MS)) === true;
+      if (!stopped || !(await pool.drained(DRAIN_TIMEOUT_MS))) {
+        // Requests the target never finished hold STOP_DEV (and the workers) up: fail them.
+        await pool.stopNow().catch((e: unknown) => errors.push(e));
+        if (!stopped) stopped = (await within(stopDev, DRAIN_TIMEOUT_MS)) === true;
+        if (!stopped && errors.length === 0) errors.push(new Error(`STOP_DEV of device ${this.id} did not complete within ${(2 * DRAIN_TIMEOUT_MS) / 1000} s`));
+      }
+    } else {
+      await pool.stopNow().catch((e: unknown) => errors.push(e));
     }
-    const drained = Promise.all(this.queues.map((h) => h.exited));
-    const timeout = new Promise<'timeout'>((r) => setTimeout(r, 10_000, 'timeout').unref());
-    if ((await Promise.race([drained, timeout])) === 'timeout') await stopQueues(this.queues);
     file.close(this.cdevFd);
-    await this.ctrl.delDev(this.id);
-    this.target.close?.();
-    if (stopError) throw stopError;
+    if (remove && stopped) {
+      // DEL_DEV waits until every reference to /dev/ublkcN is gone: ours, and the queue rings'.
+      const del = await within(this.ctrl.delDev(this.id).catch((e: unknown) => errors.push(e)), DRAIN_TIMEOUT_MS);
+      if (del === TIMEOUT) errors.push(new Error(`DEL_DEV of device ${this.id} did not complete within ${DRAIN_TIMEOUT_MS / 1000} s`));
+    }
+    try {
+      this.target.close?.();
+    } catch (e) {
+      errors.push(e);
+    }
+    if (errors.length > 0) throw errors[0];
   }
 }
 
-/**
- * Writes the disk's IO scheduler (elevator). ublk_drv leaves a one-queue
- * disk to the kernel's default, mq-deadline, where the kernel loop driver
- * asks for none (BLK_MQ_F_NO_SCHED_BY_DEFAULT): the storage behind the
- * target schedules its own IO, and a second elevator in front of it costs
- * CPU per request and holds requests back from the queue's batch.
- */
-function setScheduler(id: number, name: string): void {
-  const path = `/sys/block/ublkb${id}/queue/scheduler`;
+/** Loads the target and opens this device's instance of it, checked. */
+async function openTarget(options: DeviceOptions): Promise<TargetDevice> {
+  const target = await loadTarget(options.targetModule);
+  const device = await target.open(options.targetOptions as never);
   try {
-    writeFileSync(path, name);
+    checkDescription(device);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
-    let have = '';
-    try {
-      have = readFileSync(path, 'utf8').replace(/[[\]]/g, '').trim();
-    } catch {
-      // only the list in the message is lost
-    }
-    throw new Error(`IO scheduler '${name}' is not available for /dev/ublkb${id}${have ? ` (it has: ${have})` : ''}`);
+    device.close?.();
+    throw e;
   }
+  return device;
 }
 
 /** START_USER_RECOVERY, retried while the dead daemon's files are still being released (EBUSY). */
@@ -323,64 +274,4 @@ async function openCharDev(id: number): Promise<number> {
       await new Promise((r) => setTimeout(r, 20));
     }
   }
-}
-
-function spawnQueue(options: DeviceOptions, desc: TargetDescription, devId: number, qId: number, cdevFd: number): QueueHandle {
-  const kick = new EventFd(0);
-  const control = new Int32Array(new SharedArrayBuffer(4));
-  const stats = newQueueStats();
-  const queueOptions: QueueOptions = {
-    devId,
-    qId,
-    depth: options.depth,
-    maxIoSize: options.maxIoSize,
-    cdevFd,
-    kickFd: kick.fd,
-    control,
-    stats,
-    pollMaxNs: options.pollMaxNs ?? 0,
-  };
-  const data: QueueWorkerData = { ...queueOptions, targetModule: options.targetModule, queueData: desc.queueData };
-  const worker = new Worker(WORKER_URL, { workerData: data, name: `ublk${devId}q${qId}` });
-  const h: QueueHandle = { worker, kick, control, stats, targetStats: null, exited: Promise.resolve() };
-  h.exited = new Promise<void>((resolve) => {
-    worker.on('message', (m: { type: string; message?: string }) => {
-      if (m.type === 'error') h.error = `queue ${qId}: ${m.message}`;
-    });
-    worker.on('error', (e) => (h.error = `queue ${qId}: ${e.message}`));
-    worker.on('exit', () => {
-      kick.close();
-      resolve();
-    });
-  });
-  return h;
-}
-
-function waitReady(h: QueueHandle): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onMessage = (m: { type: string; message?: string; statsBuffer?: SharedArrayBuffer | null }) => {
-      if (m.type === 'ready') {
-        h.targetStats = m.statsBuffer ?? null;
-        h.worker.off('message', onMessage);
-        resolve();
-      } else if (m.type === 'error') {
-        reject(new Error(m.message));
-      }
-    };
-    h.worker.on('message', onMessage);
-    void h.exited.then(() => reject(new Error(h.error ?? 'a queue worker exited before it was ready')));
-  });
-}
-
-/** Tells every worker to stop now (abandoning what the kernel still holds) and waits for them. */
-async function stopQueues(queues: QueueHandle[]): Promise<void> {
-  for (const h of queues) {
-    Atomics.store(h.control, 0, QUEUE_STOP);
-    try {
-      h.kick.signal();
-    } catch {
-      // already closed: the worker is gone
-    }
-  }
-  await Promise.all(queues.map((h) => h.exited));
 }

@@ -15,6 +15,7 @@ export const QUEUE_STAT_NAMES = [
   'discardBytes',
   'writeZeroesBytes',
   'errors',
+  'shortIos',
   'inFlight',
   'enters',
   'waits',

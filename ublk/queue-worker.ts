@@ -1,7 +1,9 @@
 /**
  * Entry of a queue's worker thread: loads the target module, sets up the
  * queue, fetches every tag, reports ready, serves until the device stops.
- * Messages to the daemon: {type:'ready'} then {type:'exit'}, or {type:'error', message}.
+ * It speaks to the daemon's QueuePool (queue-pool.ts) in QueueMessages only;
+ * the daemon speaks back through the control word and the kick eventfd,
+ * which reach the thread while it blocks in io_uring_enter.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadTarget } from '../target/registry.js';
@@ -12,6 +14,17 @@ export interface QueueWorkerData extends QueueOptions {
   queueData: unknown;
 }
 
+/** Worker → daemon. A worker that ends without 'failed' ended on purpose (the device stopped, or the daemon asked). */
+export type QueueMessage =
+  /** Every tag is fetched: START_DEV (or END_USER_RECOVERY) may go. */
+  | { type: 'ready'; statsBuffer: SharedArrayBuffer | null }
+  /** The queue cannot serve: the one line the daemon logs, before the thread ends. */
+  | { type: 'failed'; message: string };
+
+function post(m: QueueMessage): void {
+  parentPort!.postMessage(m);
+}
+
 async function main(): Promise<void> {
   const data = workerData as QueueWorkerData;
   const target = await loadTarget(data.targetModule);
@@ -19,14 +32,11 @@ async function main(): Promise<void> {
   try {
     await queue.attach(target, data.queueData);
     queue.fetchAll();
-    parentPort!.postMessage({ type: 'ready', statsBuffer: queue.targetStatsBuffer() });
+    post({ type: 'ready', statsBuffer: queue.targetStatsBuffer() });
     await queue.run();
   } finally {
     queue.close();
   }
-  parentPort!.postMessage({ type: 'exit' });
 }
 
-main().catch((e: unknown) => {
-  parentPort!.postMessage({ type: 'error', message: e instanceof Error ? e.message : String(e) });
-});
+main().catch((e: unknown) => post({ type: 'failed', message: e instanceof Error ? e.message : String(e) }));

@@ -9,35 +9,56 @@
  *   target.flush() (one io_submit), target.reap() (userspace aio_ring);
  *   each completion: a COMMIT_AND_FETCH_REQ SQE with the result.
  *
- * Nothing here allocates per request.
+ * Nothing here allocates per request. Anything that goes wrong — an enter
+ * the kernel keeps refusing, an eventfd read that fails, a target that
+ * throws — ends the queue with a QueueError: requests still held are failed
+ * with EIO, and run() rejects with the reason for the daemon to report.
  */
 import { SysError } from '../sys/error.js';
 import { NativeMemory, MAP_POPULATE, MAP_SHARED, PROT_READ, roundUp, PAGE_SIZE } from '../sys/memory.js';
 import { pollReadable } from '../sys/native.js';
-import { IORING_SETUP_COOP_TASKRUN, IORING_SETUP_TASKRUN_FLAG } from '../sys/uring/constants.js';
+import { AdaptivePoller } from '../sys/poller.js';
+import { IORING_ENTER_GETEVENTS, IORING_SETUP_COOP_TASKRUN, IORING_SETUP_TASKRUN_FLAG } from '../sys/uring/constants.js';
 import { prepRead, prepUringCmd, putU64, sqeSetData } from '../sys/uring/prep.js';
 import { IoUring } from '../sys/uring/ring.js';
-import { AdaptivePoller } from '../aio/poll.js';
-import { TARGET_USER_DATA, type QueueContext, type Target, type TargetQueue } from '../target/target.js';
+import { USER_DATA_INTERNAL, USER_DATA_IO_CMD, USER_DATA_TARGET, userDataKind, userDataOwner } from '../sys/uring/user-data.js';
+import type { QueueContext, Target, TargetQueue } from '../target/target.js';
 import { QS } from './queue-stats.js';
 import * as U from './uapi.js';
 
-/** user_data high words: 0 is a ublk IO command (low word = tag); target SQEs carry TARGET_USER_DATA. */
-const IO_CMD = 0;
-const INTERNAL = 0x40000000;
-const KICK = 0; // low word of INTERNAL: the daemon's stop eventfd
-const TARGET_EVENT = 1; // low word of INTERNAL: the target's completion eventfd
+// Low words of USER_DATA_INTERNAL CQEs.
+const KICK = 0; // the daemon's stop eventfd
+const TARGET_EVENT = 1; // the target's completion eventfd
 
 // Tag states.
 const FETCHING = 0; // a fetch or commit-and-fetch is with the kernel
 const IN_TARGET = 1; // the target owns the request
 const ABORTED = 2; // the kernel answered UBLK_IO_RES_ABORT: the queue is going away
 
+const EINTR = 4;
 const EIO = 5;
+const EAGAIN = 11;
+const EBUSY = 16;
+
+/**
+ * io_uring_enter answers EAGAIN or EBUSY when it wants completions reaped
+ * first; that many in a row (a second or more, with a 1 ms pause whenever
+ * nothing is there to reap) and the queue gives up.
+ */
+const MAX_BUSY_ENTERS = 1000;
+const pauseCell = new Int32Array(new SharedArrayBuffer(4));
 
 /** control[0] values, written by the daemon before it signals the kick eventfd. */
 export const QUEUE_RUN = 0;
 export const QUEUE_STOP = 1;
+
+/** Why a queue stopped serving: its message is the one line the daemon logs and `ublk list` shows. */
+export class QueueError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'QueueError';
+  }
+}
 
 export interface QueueOptions {
   devId: number;
@@ -55,6 +76,53 @@ export interface QueueOptions {
   pollMaxNs: number;
 }
 
+/**
+ * The kernel's side of one queue: where its descriptors are and how an IO
+ * command is put in an SQE. ublk_drv's char device is the one used; host
+ * tests play the kernel with another (tests/lib/fake-ublk.ts).
+ */
+export interface QueueKernel {
+  /** ublksrv_io_desc[depth], written by the kernel: 6 u32 words per tag. */
+  readonly desc: Uint32Array;
+  /** Fills `sqe` with the IO command `cmdOp` (FETCH_REQ, COMMIT_AND_FETCH_REQ) of `tag`; the caller sets user_data. */
+  prepIoCmd(ring: IoUring, sqe: number, cmdOp: number, tag: number, result: number, bufAddr: number): void;
+  close(): void;
+}
+
+/** /dev/ublkc<devId>: the queue's descriptors mapped read-only, IO commands as uring_cmds on the char device. */
+class UblkCharDevice implements QueueKernel {
+  readonly desc: Uint32Array;
+  private readonly mem: NativeMemory;
+
+  constructor(private readonly cdevFd: number, devId: number, private readonly qId: number, depth: number) {
+    const bytes = roundUp(depth * U.ublksrv_io_desc.SIZE, PAGE_SIZE);
+    this.mem = NativeMemory.map(bytes, PROT_READ, MAP_SHARED | MAP_POPULATE, cdevFd, U.descOffset(qId), `/dev/ublkc${devId}`);
+    this.desc = new Uint32Array(this.mem.buffer);
+  }
+
+  prepIoCmd(ring: IoUring, sqe: number, cmdOp: number, tag: number, result: number, bufAddr: number): void {
+    const w = prepUringCmd(ring, sqe, this.cdevFd, cmdOp);
+    const u32 = ring.sqe32;
+    // struct ublksrv_io_cmd: q_id u16 | tag u16, result i32, addr u64
+    u32[w] = this.qId | (tag << 16);
+    u32[w + 1] = result;
+    putU64(u32, w + 2, bufAddr);
+  }
+
+  close(): void {
+    this.mem.free();
+  }
+}
+
+/** How an error names the request it was serving. */
+function ioName(tag: number, op: number, length: number, offset: number): string {
+  return `queueIo(tag ${tag}, op ${op}, ${length} bytes at ${offset})`;
+}
+
+function reason(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
 export class UblkQueue implements QueueContext {
   readonly devId: number;
   readonly qId: number;
@@ -62,14 +130,14 @@ export class UblkQueue implements QueueContext {
   readonly maxIoSize: number;
   readonly ring: IoUring;
 
-  private readonly cdevFd: number;
   private readonly kickFd: number;
   private readonly control: Int32Array;
   private readonly stats: Float64Array;
   private readonly sync: boolean;
+  private readonly targetName: string;
   private target!: TargetQueue;
 
-  private readonly descMem: NativeMemory;
+  private readonly kernel: QueueKernel;
   /** ublksrv_io_desc[depth], read-only shared with the kernel (6 u32 words each). */
   private readonly desc: Uint32Array;
   private readonly bufMem: NativeMemory;
@@ -83,18 +151,22 @@ export class UblkQueue implements QueueContext {
   private aborted = 0;
   private inTarget = 0;
   private stopRequested = false;
+  /** The first error that ended the queue. */
+  private failure: QueueError | null = null;
+  private busyEnters = 0;
   private readonly poller: AdaptivePoller;
 
-  constructor(opts: QueueOptions, target: Target<never>) {
+  /** `kernel`: who plays ublk_drv (default: /dev/ublkc<devId> at opts.cdevFd). */
+  constructor(opts: QueueOptions, target: Target<never>, kernel?: (ring: IoUring) => QueueKernel) {
     this.devId = opts.devId;
     this.qId = opts.qId;
     this.depth = opts.depth;
     this.maxIoSize = opts.maxIoSize;
-    this.cdevFd = opts.cdevFd;
     this.kickFd = opts.kickFd;
     this.control = opts.control;
     this.stats = opts.stats;
-    this.poller = new AdaptivePoller(opts.pollMaxNs);
+    this.targetName = target.name;
+    this.poller = new AdaptivePoller(opts.pollMaxNs, { array: opts.stats, hits: QS.pollHits, misses: QS.pollMisses, pollNs: QS.pollNs });
     // A target that never returns a promise lets the thread block in
     // io_uring_enter; then ublk's task work may wait for our next enter
     // (COOP_TASKRUN) instead of interrupting us, and IORING_SQ_TASKRUN says
@@ -108,9 +180,8 @@ export class UblkQueue implements QueueContext {
     this.tagOp = new Uint8Array(this.depth);
     this.tagLength = new Uint32Array(this.depth);
     try {
-      const descBytes = roundUp(this.depth * U.ublksrv_io_desc.SIZE, PAGE_SIZE);
-      this.descMem = NativeMemory.map(descBytes, PROT_READ, MAP_SHARED | MAP_POPULATE, this.cdevFd, U.descOffset(this.qId), `/dev/ublkc${this.devId}`);
-      this.desc = new Uint32Array(this.descMem.buffer);
+      this.kernel = kernel !== undefined ? kernel(this.ring) : new UblkCharDevice(opts.cdevFd, this.devId, this.qId, this.depth);
+      this.desc = this.kernel.desc;
       this.bufMem = NativeMemory.aligned(this.depth * this.maxIoSize, PAGE_SIZE);
       for (let t = 0; t < this.depth; t++) {
         this.buffers.push(new Uint8Array(this.bufMem.buffer, t * this.maxIoSize, this.maxIoSize));
@@ -141,11 +212,34 @@ export class UblkQueue implements QueueContext {
 
   getSqe(): number {
     let sqe = this.ring.getSqe();
-    while (sqe < 0) {
-      this.ring.submit();
+    if (sqe < 0) {
+      // The SQ holds room for every SQE the queue and its target can have
+      // outstanding, so it is only full of SQEs not yet handed over.
+      this.entered(this.ring.submit());
       sqe = this.ring.getSqe();
+      if (sqe < 0) throw new QueueError(`the queue's io_uring has no free SQE after a submit (${this.ring.sqPending()} pending)`);
     }
     return sqe;
+  }
+
+  /**
+   * Checks an io_uring_enter result. EAGAIN and EBUSY mean the kernel wants
+   * completions reaped first, which the next turn does: retried (with a 1 ms
+   * pause when there is nothing to reap) up to MAX_BUSY_ENTERS times in a
+   * row. Any other error ends the queue.
+   */
+  private entered(r: number): void {
+    if (r >= 0) {
+      this.busyEnters = 0;
+      return;
+    }
+    const busy = r === -EAGAIN || r === -EBUSY;
+    if (busy && ++this.busyEnters < MAX_BUSY_ENTERS) {
+      if (this.ring.cqReady() === 0) Atomics.wait(pauseCell, 0, 0, 1);
+      return;
+    }
+    const why = new SysError('io_uring_enter', -r);
+    throw new QueueError(busy ? `${why.message}, ${this.busyEnters} times in a row` : why.message, { cause: why });
   }
 
   /** FETCH_REQ for every tag, plus the eventfd reads; returns once the kernel has them all. */
@@ -153,27 +247,22 @@ export class UblkQueue implements QueueContext {
     for (let tag = 0; tag < this.depth; tag++) this.prepIoCmd(U.UBLK_U_IO_FETCH_REQ, tag, 0);
     this.armRead(this.kickFd, KICK);
     if (this.target.eventFd !== undefined && this.target.eventFd >= 0) this.armRead(this.target.eventFd, TARGET_EVENT);
-    while (this.ring.sqPending() > 0) {
-      const r = this.ring.submit();
-      if (r < 0) throw new SysError('io_uring_enter', -r);
+    for (let i = 0; this.ring.sqPending() > 0; i++) {
+      if (i >= MAX_BUSY_ENTERS) throw new QueueError(`the kernel took only part of the fetches (${this.ring.sqPending()} left)`);
+      this.entered(this.ring.submit());
     }
   }
 
   private prepIoCmd(cmdOp: number, tag: number, result: number): void {
     const sqe = this.getSqe();
-    const w = prepUringCmd(this.ring, sqe, this.cdevFd, cmdOp);
-    const u32 = this.ring.sqe32;
-    // struct ublksrv_io_cmd: q_id u16 | tag u16, result i32, addr u64
-    u32[w] = this.qId | (tag << 16);
-    u32[w + 1] = result;
-    putU64(u32, w + 2, this.bufferAddr(tag));
-    sqeSetData(this.ring, sqe, tag, IO_CMD);
+    this.kernel.prepIoCmd(this.ring, sqe, cmdOp, tag, result, this.bufferAddr(tag));
+    sqeSetData(this.ring, sqe, tag, USER_DATA_IO_CMD);
   }
 
   private armRead(fd: number, which: number): void {
     const sqe = this.getSqe();
     prepRead(this.ring, sqe, fd, this.scratch.addr + which * 8, 8, 0);
-    sqeSetData(this.ring, sqe, which, INTERNAL);
+    sqeSetData(this.ring, sqe, which, USER_DATA_INTERNAL);
   }
 
   complete(tag: number, res: number): void {
@@ -181,29 +270,48 @@ export class UblkQueue implements QueueContext {
     this.tagState[tag] = FETCHING;
     this.inTarget--;
     this.stats[QS.inFlight] = this.inTarget;
-    const op = this.tagOp[tag];
-    if (op <= U.UBLK_IO_OP_WRITE) {
-      // ublk_drv requeues the rest of a short READ/WRITE, and would requeue a
-      // WRITE that did nothing forever: 0 bytes is an error, more is clamped.
+    if (this.tagOp[tag] <= U.UBLK_IO_OP_WRITE) {
+      // The one rule for short IO, whatever the target or engine: a READ or
+      // WRITE that did part of its length completes that part, and ublk_drv
+      // (ublk_complete_rq) sends the rest again as a new request. 0 bytes
+      // is an error: ublk_drv fails a READ of 0, and would send a WRITE of 0
+      // again for ever. More than asked is clamped.
+      const length = this.tagLength[tag];
       if (res === 0) res = -EIO;
-      else if (res > this.tagLength[tag]) res = this.tagLength[tag];
+      else if (res > length) res = length;
+      else if (res > 0 && res < length) this.stats[QS.shortIos]++;
     }
     if (res < 0) this.stats[QS.errors]++;
     this.prepIoCmd(U.UBLK_U_IO_COMMIT_AND_FETCH_REQ, tag, res);
     if (!this.sync) this.scheduleTurn();
   }
 
-  /** Runs until the kernel aborted every tag (device stopped) or the daemon asked to stop. */
+  /**
+   * Serves until the kernel aborted every tag (device stopped) or the daemon
+   * asked to stop; rejects with a QueueError when the queue failed.
+   */
   run(): Promise<void> {
-    if (this.sync) {
+    if (!this.sync) return this.runAsync();
+    try {
       this.runSync();
-      return Promise.resolve();
+    } catch (e) {
+      this.fail(e);
     }
-    return this.runAsync();
+    this.end();
+    return this.failure !== null ? Promise.reject(this.failure) : Promise.resolve();
+  }
+
+  private fail(e: unknown): void {
+    this.failure ??= e instanceof QueueError ? e : new QueueError(reason(e), { cause: e });
+  }
+
+  /** A target method threw: the queue cannot trust its state any more. */
+  private targetThrew(what: string, e: unknown): void {
+    this.fail(new QueueError(`target ${this.targetName}: ${what} threw: ${reason(e)}`, { cause: e }));
   }
 
   private finished(): boolean {
-    return this.stopRequested || (this.aborted === this.depth && this.pendingTargetIo() === 0);
+    return this.stopRequested || this.failure !== null || (this.aborted === this.depth && this.pendingTargetIo() === 0);
   }
 
   private pendingTargetIo(): number {
@@ -218,7 +326,7 @@ export class UblkQueue implements QueueContext {
       if (ring.cqReady() > 0) return true;
       // ublk's request CQEs wait in task work until we enter (COOP_TASKRUN).
       if (ring.taskrunPending()) {
-        ring.enter(0, 0, 1 /* IORING_ENTER_GETEVENTS */);
+        this.entered(ring.enter(0, 0, IORING_ENTER_GETEVENTS));
         return ring.cqReady() > 0;
       }
       return target.hasCompletions !== undefined && target.hasCompletions();
@@ -227,36 +335,37 @@ export class UblkQueue implements QueueContext {
       stats[QS.enters]++;
       if (ring.cqReady() > 0 || (target.hasCompletions !== undefined && target.hasCompletions())) {
         // Work is already visible: hand over the commits without waiting.
-        ring.submit();
+        this.entered(ring.submit());
       } else if (this.poller.pollMaxNs > 0) {
         // Commits must reach the kernel before polling can see new requests.
-        ring.submit();
-        if (this.poller.run(probe)) {
-          stats[QS.pollHits]++;
-        } else {
-          stats[QS.pollMisses]++;
+        this.entered(ring.submit());
+        if (!this.poller.run(probe)) {
           stats[QS.waits]++;
-          ring.submitAndWait(1);
+          this.entered(ring.submitAndWait(1));
         }
         this.poller.blocked();
-        stats[QS.pollNs] = this.poller.pollNs;
       } else {
         stats[QS.waits]++;
-        ring.submitAndWait(1);
+        this.entered(ring.submitAndWait(1));
       }
       this.turn();
     }
-    if (this.stopRequested) this.abandon();
   }
 
   /**
-   * A forced stop: requests the target still holds are failed with EIO
-   * (ublk_drv would wait for them forever), then the ring is closed by
-   * close(), which makes the kernel abort the outstanding fetches.
+   * The queue is done. After a stop request or a failure, the requests the
+   * target still holds are failed with EIO (ublk_drv would wait for them
+   * forever); close() then closes the ring, which makes the kernel abort
+   * the outstanding fetches.
    */
-  private abandon(): void {
-    for (let tag = 0; tag < this.depth; tag++) if (this.tagState[tag] === IN_TARGET) this.complete(tag, -EIO);
-    this.ring.submit();
+  private end(): void {
+    if (!this.stopRequested && this.failure === null) return;
+    try {
+      for (let tag = 0; tag < this.depth; tag++) if (this.tagState[tag] === IN_TARGET) this.complete(tag, -EIO);
+      this.ring.submit();
+    } catch {
+      // The ring takes no more commits: closing it lets the kernel fail them.
+    }
   }
 
   private turnScheduled = false;
@@ -264,8 +373,8 @@ export class UblkQueue implements QueueContext {
   private pollHandle: ReturnType<typeof pollReadable> | null = null;
 
   private runAsync(): Promise<void> {
-    return new Promise<void>((resolve) => {
-      this.settle = resolve;
+    return new Promise<void>((resolve, reject) => {
+      this.settle = () => (this.failure !== null ? reject(this.failure) : resolve());
       this.pollHandle = pollReadable(this.ring.fd, () => this.asyncTurn());
       this.asyncTurn();
     });
@@ -280,35 +389,61 @@ export class UblkQueue implements QueueContext {
   private asyncTurn(): void {
     this.turnScheduled = false;
     if (this.settle === null) return; // finished: the ring may be closed
-    this.stats[QS.enters]++;
-    this.ring.submit();
-    this.turn();
-    this.ring.submit();
-    if (this.finished() && this.settle) {
-      if (this.stopRequested) this.abandon();
+    try {
+      this.stats[QS.enters]++;
+      this.entered(this.ring.submit());
+      this.turn();
+      this.entered(this.ring.submit());
+    } catch (e) {
+      this.fail(e);
+    }
+    if (this.finished()) {
+      this.end();
       this.pollHandle?.close();
       this.pollHandle = null;
       const s = this.settle;
       this.settle = null;
       s();
+    } else if (this.busyEnters > 0) {
+      this.scheduleTurn(); // the kernel wants another try, which no poll event will announce
     }
   }
 
   /** Dispatches every ready CQE, then lets the target submit and reap. */
   private turn(): void {
     const ring = this.ring;
+    const target = this.target;
     const n = ring.cqReady();
     for (let i = 0; i < n; i++) {
       const hi = ring.cqeDataHi(i);
       const lo = ring.cqeDataLo(i);
       const res = ring.cqeRes(i);
-      if (hi === IO_CMD) this.onIoCmd(lo, res);
-      else if (hi >= TARGET_USER_DATA) this.target.onCqe?.(lo, hi - TARGET_USER_DATA, res);
+      const owner = userDataOwner(hi);
+      if (owner === USER_DATA_IO_CMD) this.onIoCmd(lo, res);
+      else if (owner === USER_DATA_TARGET) this.onTargetCqe(lo, userDataKind(hi), res);
       else this.onInternal(lo, res);
     }
     ring.cqAdvance(n);
-    this.target.flush?.();
-    this.target.reap?.();
+    if (this.failure !== null) return;
+    try {
+      target.flush?.();
+    } catch (e) {
+      this.targetThrew('flush()', e);
+      return;
+    }
+    try {
+      target.reap?.();
+    } catch (e) {
+      this.targetThrew('reap()', e);
+    }
+  }
+
+  private onTargetCqe(lo: number, kind: number, res: number): void {
+    try {
+      this.target.onCqe?.(lo, kind, res);
+    } catch (e) {
+      this.targetThrew('onCqe()', e);
+    }
   }
 
   private onIoCmd(tag: number, res: number): void {
@@ -323,13 +458,17 @@ export class UblkQueue implements QueueContext {
     }
   }
 
+  /** An eventfd read finished: re-arm it, unless it failed (which ends the queue) or the daemon asks us to stop. */
   private onInternal(which: number, res: number): void {
+    const failed = res < 0 && res !== -EAGAIN && res !== -EINTR;
     if (which === KICK) {
       if (Atomics.load(this.control, 0) === QUEUE_STOP) this.stopRequested = true;
-      else if (res >= 0 || res === -11) this.armRead(this.kickFd, KICK);
+      else if (failed) this.fail(new QueueError(`reading the daemon's stop eventfd: ${new SysError('read', -res).message}`));
+      else this.armRead(this.kickFd, KICK);
     } else if (which === TARGET_EVENT) {
       // The reap that follows this turn collects the completions; re-arm for the next ones.
-      if (this.target.eventFd !== undefined) this.armRead(this.target.eventFd, TARGET_EVENT);
+      if (failed) this.fail(new QueueError(`target ${this.targetName}: reading its completion eventfd: ${new SysError('read', -res).message}`));
+      else if (this.target.eventFd !== undefined) this.armRead(this.target.eventFd, TARGET_EVENT);
     }
   }
 
@@ -368,28 +507,46 @@ export class UblkQueue implements QueueContext {
       default:
         stats[QS.otherOps]++;
     }
+    if (this.failure !== null) {
+      this.complete(tag, -EIO); // the queue is ending: serve nothing more
+      return;
+    }
     let r: number | undefined | Promise<number>;
     try {
       r = this.target.queueIo(tag, op, flags, offset, length);
-    } catch {
-      r = -EIO;
+    } catch (e) {
+      this.complete(tag, -EIO);
+      this.targetThrew(ioName(tag, op, length, offset), e);
+      return;
     }
     if (typeof r === 'number') this.complete(tag, r);
-    else if (r !== undefined) this.completeLater(tag, r);
+    else if (r !== undefined) this.completeLater(tag, op, length, offset, r);
   }
 
-  private completeLater(tag: number, p: Promise<number>): void {
+  private completeLater(tag: number, op: number, length: number, offset: number, p: Promise<number>): void {
     p.then(
-      (res) => this.complete(tag, typeof res === 'number' ? res : -EIO),
-      () => this.complete(tag, -EIO),
-    );
+      (res) => {
+        if (typeof res === 'number') return this.complete(tag, res);
+        this.complete(tag, -EIO);
+        this.fail(new QueueError(`target ${this.targetName}: ${ioName(tag, op, length, offset)} resolved to ${typeof res}, not bytes or -errno`));
+      },
+      (e: unknown) => {
+        this.complete(tag, -EIO);
+        this.fail(new QueueError(`target ${this.targetName}: ${ioName(tag, op, length, offset)} rejected: ${reason(e)}`, { cause: e }));
+      },
+    )
+      .catch((e: unknown) => this.fail(e)) // a commit the ring refused
+      .finally(() => this.scheduleTurn());
   }
 
   close(): void {
-    this.target?.close?.();
-    this.ring.close();
-    this.descMem.free();
-    this.bufMem.free();
-    this.scratch.free();
+    try {
+      this.target?.close?.();
+    } finally {
+      this.ring.close();
+      this.kernel.close();
+      this.bufMem.free();
+      this.scratch.free();
+    }
   }
 }

@@ -71,20 +71,8 @@ export const UBLK_ATTR_ROTATIONAL = 1 << 1;
 export const UBLK_ATTR_VOLATILE_CACHE = 1 << 2;
 export const UBLK_ATTR_FUA = 1 << 3;
 
-// ublksrv_io_desc.op_flags: op in bits 0..7, flags above.
-export const UBLK_IO_OP_READ = 0;
-export const UBLK_IO_OP_WRITE = 1;
-export const UBLK_IO_OP_FLUSH = 2;
-export const UBLK_IO_OP_DISCARD = 3;
-export const UBLK_IO_OP_WRITE_SAME = 4;
-export const UBLK_IO_OP_WRITE_ZEROES = 5;
-export const UBLK_IO_F_FAILFAST_DEV = 1 << 8;
-export const UBLK_IO_F_FAILFAST_TRANSPORT = 1 << 9;
-export const UBLK_IO_F_FAILFAST_DRIVER = 1 << 10;
-export const UBLK_IO_F_META = 1 << 11;
-export const UBLK_IO_F_FUA = 1 << 13;
-export const UBLK_IO_F_NOUNMAP = 1 << 15;
-export const UBLK_IO_F_SWAP = 1 << 16;
+// ublksrv_io_desc.op_flags (UBLK_IO_OP_*, UBLK_IO_F_*): defined below target/, where targets read them.
+export * from '../sys/ublk/io.js';
 
 // Limits.
 export const UBLK_MAX_QUEUE_DEPTH = 4096;

@@ -35,6 +35,7 @@ export const IOSQE_FIXED_FILE = 1 << 0;
 export const IOSQE_IO_DRAIN = 1 << 1;
 export const IOSQE_IO_LINK = 1 << 2;
 export const IOSQE_ASYNC = 1 << 4;
+export const IOSQE_CQE_SKIP_SUCCESS = 1 << 6;
 
 // sqe.opcode
 export const IORING_OP_NOP = 0;
@@ -47,7 +48,11 @@ export const IORING_OP_POLL_ADD = 6;
 export const IORING_OP_FALLOCATE = 17;
 export const IORING_OP_READ = 22;
 export const IORING_OP_WRITE = 23;
+export const IORING_OP_MSG_RING = 40;
 export const IORING_OP_URING_CMD = 46;
+
+// sqe.addr of IORING_OP_MSG_RING
+export const IORING_MSG_DATA = 0;
 
 // sqe.fsync_flags
 export const IORING_FSYNC_DATASYNC = 1 << 0;

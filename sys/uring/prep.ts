@@ -7,6 +7,8 @@ import type { IoUring } from './ring.js';
 import {
   IORING_OP_FALLOCATE,
   IORING_OP_FSYNC,
+  IORING_MSG_DATA,
+  IORING_OP_MSG_RING,
   IORING_OP_NOP,
   IORING_OP_POLL_ADD,
   IORING_OP_READ,
@@ -75,6 +77,16 @@ export function prepFallocate(ring: IoUring, sqe: number, fd: number, mode: numb
 export function prepPollAdd(ring: IoUring, sqe: number, fd: number, events: number): void {
   const w = prepRw(ring, sqe, IORING_OP_POLL_ADD, fd, 0, 0, 0);
   ring.sqe32[w + (S.rw_flags >> 2)] = events;
+}
+
+/**
+ * IORING_OP_MSG_RING (IORING_MSG_DATA): posts a CQE with user_data hi:lo
+ * and `res` on the ring `ringFd`, as liburing's io_uring_prep_msg_ring().
+ */
+export function prepMsgRing(ring: IoUring, sqe: number, ringFd: number, res: number, lo: number, hi: number): void {
+  const w = prepRw(ring, sqe, IORING_OP_MSG_RING, ringFd, IORING_MSG_DATA, res >>> 0, 0);
+  ring.sqe32[w + (S.off >> 2)] = lo; // the target CQE's user_data
+  ring.sqe32[w + (S.off >> 2) + 1] = hi;
 }
 
 /**

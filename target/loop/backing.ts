@@ -2,7 +2,7 @@
  * Opening a loop target's backing file or block device (daemon main thread):
  * every reason it cannot serve becomes one clear TargetError.
  */
-import { accessSync, constants, statSync } from 'node:fs';
+import { accessSync, constants, realpathSync, statSync } from 'node:fs';
 import { SysError } from '../../sys/error.js';
 import * as file from '../../sys/file.js';
 import { NativeMemory } from '../../sys/memory.js';
@@ -10,6 +10,8 @@ import { TargetError } from '../target.js';
 
 export interface Backing {
   path: string;
+  /** The canonical path (symlinks resolved): what the device holds exclusively. */
+  realPath: string;
   fd: number;
   size: number;
   logicalBlockSize: number;
@@ -79,7 +81,7 @@ export function openBacking(path: string, readOnly: boolean): Backing {
   }
   try {
     if (!file.flock(fd, file.LOCK_EX | file.LOCK_NB, path)) {
-      throw new TargetError(`${path} is already used by another ublk-ts device (see ublk list)`);
+      throw new TargetError(`${path} is already used by another ublk-ts device (see ublk list)`, { held: realpathSync(path) });
     }
     const info = file.fstat(fd, path);
     const blockDevice = info.isBlockDevice;
@@ -90,7 +92,7 @@ export function openBacking(path: string, readOnly: boolean): Backing {
     if (size % logicalBlockSize !== 0) {
       throw new TargetError(`${path}: its size ${size} is not a multiple of the logical block size ${logicalBlockSize}`);
     }
-    return { path, fd, size, logicalBlockSize, blockDevice, direct, readOnly, warnings };
+    return { path, realPath: realpathSync(path), fd, size, logicalBlockSize, blockDevice, direct, readOnly, warnings };
   } catch (e) {
     file.close(fd);
     throw e;

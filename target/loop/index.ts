@@ -4,8 +4,8 @@
  */
 import { AioStats, HIST_MAX, REAP_PERCENTILES, histogramPercentiles } from '../../aio/stats.js';
 import * as file from '../../sys/file.js';
-import { type Target, TargetError } from '../target.js';
-import { openBacking, type Backing } from './backing.js';
+import { type Target, type TargetDevice, TargetError } from '../target.js';
+import { openBacking } from './backing.js';
 import { LoopQueue, type LoopQueueData } from './queue.js';
 
 export interface LoopOptions {
@@ -15,21 +15,32 @@ export interface LoopOptions {
   readOnly?: boolean;
 }
 
-let backing: Backing | null = null;
+// fallocate(2) lengths are 64-bit, but ublk's are u32 sectors; stay a 4K multiple below that.
+const MAX_FALLOCATE_SECTORS = (2 ** 32 - 4096) / 512;
+
+/** What `ublk stats` shows for a loop device: each queue's AIO counters and the completions per reap of all. */
+function aioStats(buffers: (SharedArrayBuffer | null)[]): Record<string, unknown> {
+  const queues = buffers.map((b) => (b === null ? null : new AioStats(b)));
+  const all = new Float64Array(HIST_MAX + 2);
+  for (const q of queues) if (q !== null) for (let i = 0; i < all.length; i++) all[i] += q.hist[i];
+  const percentiles = histogramPercentiles(all, REAP_PERCENTILES);
+  return {
+    aio: queues.map((q) => q?.snapshot() ?? null),
+    reapPercentiles: Object.fromEntries(REAP_PERCENTILES.map((p, i) => [p, percentiles[i]])),
+  };
+}
 
 const loop: Target<LoopOptions> = {
   name: 'loop',
   sync: true,
-  open(options) {
+  open(options): TargetDevice {
     if (typeof options.file !== 'string' || options.file === '') throw new TargetError('the loop target needs a backing file (-f FILE)');
     const engine = options.engine ?? 'aio';
     if (engine !== 'aio' && engine !== 'uring') throw new TargetError(`engine must be aio or uring, not '${String(engine)}'`);
     const readOnly = options.readOnly === true;
     const b = openBacking(options.file, readOnly);
-    backing = b;
     const queueData: LoopQueueData = { fd: b.fd, engine, readOnly };
-    // fallocate(2) lengths are 64-bit, but ublk's are u32 sectors; stay a 4K multiple below that.
-    const maxSectors = (2 ** 32 - 4096) / 512;
+    let open = true;
     return {
       size: b.size,
       logicalBlockSize: b.logicalBlockSize,
@@ -37,31 +48,26 @@ const loop: Target<LoopOptions> = {
       readOnly,
       volatileCache: true,
       fua: true,
-      discard: readOnly ? undefined : { granularity: 4096, maxDiscardSectors: maxSectors, maxWriteZeroesSectors: maxSectors },
+      discard: readOnly ? undefined : { granularity: 4096, maxDiscardSectors: MAX_FALLOCATE_SECTORS, maxWriteZeroesSectors: MAX_FALLOCATE_SECTORS },
       info: { file: b.path, engine, direct: b.direct },
       warnings: b.warnings,
       queueData,
-    };
-  },
-  describeStats(buffers) {
-    const queues = buffers.map((b) => (b === null ? null : new AioStats(b)));
-    const all = new Float64Array(HIST_MAX + 2);
-    for (const q of queues) if (q !== null) for (let i = 0; i < all.length; i++) all[i] += q.hist[i];
-    return {
-      aio: queues.map((q) => q?.snapshot() ?? null),
-      reapPercentiles: Object.fromEntries(REAP_PERCENTILES.map((p, i) => [p, histogramPercentiles(all, REAP_PERCENTILES)[i]])),
+      exclusive: [b.realPath],
+      stats: engine === 'aio' ? aioStats : undefined,
+      close() {
+        if (!open) return;
+        open = false;
+        try {
+          // What the kernel acknowledged must be on disk before the device is gone.
+          if (!readOnly) file.fdatasync(b.fd);
+        } finally {
+          file.close(b.fd);
+        }
+      },
     };
   },
   createQueue(ctx, data) {
     return new LoopQueue(ctx, data as LoopQueueData);
-  },
-  close() {
-    if (backing !== null) {
-      // What the kernel acknowledged must be on disk before the device is gone.
-      if (!backing.readOnly) file.fdatasync(backing.fd);
-      file.close(backing.fd);
-      backing = null;
-    }
   },
 };
 

@@ -18,8 +18,9 @@ import {
   UBLK_IO_OP_READ,
   UBLK_IO_OP_WRITE,
   UBLK_IO_OP_WRITE_ZEROES,
-} from '../../ublk/uapi.js';
-import { TARGET_USER_DATA, type QueueContext, type TargetQueue } from '../target.js';
+} from '../../sys/ublk/io.js';
+import { USER_DATA_TARGET, userDataHi } from '../../sys/uring/user-data.js';
+import type { QueueContext, TargetQueue } from '../target.js';
 
 const EOPNOTSUPP = 95;
 const EBADF = 9;
@@ -31,9 +32,11 @@ export interface LoopQueueData {
   readOnly: boolean;
 }
 
-/** Kinds of SQE the loop target puts on the queue ring (user_data high word minus TARGET_USER_DATA). */
+/** Kinds of SQE the loop target puts on the queue ring, as user_data high words (sys/uring/user-data.ts). */
 const RW = 0;
 const FALLOCATE = 1;
+const RW_HI = userDataHi(USER_DATA_TARGET, RW);
+const FALLOCATE_HI = userDataHi(USER_DATA_TARGET, FALLOCATE);
 
 export class LoopQueue implements TargetQueue {
   readonly eventFd?: number;
@@ -104,7 +107,7 @@ export class LoopQueue implements TargetQueue {
     const sqe = this.ctx.getSqe();
     if (read) prepRead(ring, sqe, this.fd, addr, length, offset);
     else prepWrite(ring, sqe, this.fd, addr, length, offset, rwFlags);
-    sqeSetData(ring, sqe, tag, TARGET_USER_DATA + RW);
+    sqeSetData(ring, sqe, tag, RW_HI);
     this.ringInFlight++;
   }
 
@@ -112,7 +115,7 @@ export class LoopQueue implements TargetQueue {
     const ring = this.ctx.ring;
     const sqe = this.ctx.getSqe();
     prepFsync(ring, sqe, this.fd, IORING_FSYNC_DATASYNC);
-    sqeSetData(ring, sqe, tag, TARGET_USER_DATA + RW);
+    sqeSetData(ring, sqe, tag, RW_HI);
     this.ringInFlight++;
   }
 
@@ -123,7 +126,7 @@ export class LoopQueue implements TargetQueue {
     const ring = this.ctx.ring;
     const sqe = this.ctx.getSqe();
     prepFallocate(ring, sqe, this.fd, mode, offset, length);
-    sqeSetData(ring, sqe, tag, TARGET_USER_DATA + FALLOCATE);
+    sqeSetData(ring, sqe, tag, FALLOCATE_HI);
     this.ringInFlight++;
   }
 
@@ -136,7 +139,7 @@ export class LoopQueue implements TargetQueue {
       this.ringFallocate(tag, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, this.fallocOffset[tag], this.fallocLength[tag]);
       return;
     }
-    // A short read or write completes its part; ublk_drv requeues the rest.
+    // A short read or write is the dispatcher's to settle (ublk/queue.ts complete()).
     this.ctx.complete(tag, res);
   }
 

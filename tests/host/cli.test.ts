@@ -1,7 +1,7 @@
 // The CLI where there is no ublk_drv (the build machines), and what needs no driver at all.
 import t from 'tap';
 import { existsSync } from 'node:fs';
-import { ublk } from '../lib/ublk.js';
+import { BIN, sh, ublk } from '../lib/ublk.js';
 
 const hasDriver = existsSync('/dev/ublk-control');
 
@@ -44,5 +44,14 @@ t.test('bad arguments are refused before anything else, in one line', async (t) 
     const r = ublk(...args);
     t.equal(r.code, 1, `ublk ${args.join(' ')} exits 1`);
     t.equal(r.stderr, line);
+  }
+});
+
+t.test('on another architecture than x86_64: one line, exit 1, before any system call', async (t) => {
+  const arm = "data:text/javascript,Object.defineProperty(process,'arch',{value:'arm64'})";
+  for (const args of [['features'], ['add', '-t', 'null', '-s', '1G']]) {
+    const r = sh(`${JSON.stringify(process.execPath)} --import "${arm}" ${JSON.stringify(BIN)} ${args.join(' ')}`);
+    t.equal(r.code, 1, `ublk ${args.join(' ')} exits 1`);
+    t.equal(r.stderr, "ublk: ublk-ts runs on x86_64 only (its syscall numbers are x86_64's), not on arm64\n");
   }
 });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import * as file from '../../sys/file.js';
 import { NativeMemory } from '../../sys/memory.js';
 import { IORING_SETUP_COOP_TASKRUN, IORING_SETUP_SQE128, IORING_SETUP_TASKRUN_FLAG, IORING_FSYNC_DATASYNC } from '../../sys/uring/constants.js';
-import { prepFallocate, prepFsync, prepNop, prepRead, prepWrite, sqeSetData } from '../../sys/uring/prep.js';
+import { prepFallocate, prepFsync, prepMsgRing, prepNop, prepRead, prepWrite, sqeSetData } from '../../sys/uring/prep.js';
 import { IoUring } from '../../sys/uring/ring.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ublk-uring-'));
@@ -105,4 +105,18 @@ t.test('SQE128 rings hand out 128-byte entries', async (t) => {
   prepNop(ring, ring.getSqe());
   t.equal(ring.submitAndWait(1), 1);
   t.equal(drain(ring).length, 1);
+});
+
+t.test('MSG_RING posts a CQE with any user_data and result on another ring', async (t) => {
+  const from = new IoUring(4);
+  const to = new IoUring(4);
+  t.teardown(() => {
+    from.close();
+    to.close();
+  });
+  const sqe = from.getSqe();
+  prepMsgRing(from, sqe, to.fd, -19, 7, 0x40000001);
+  t.equal(from.submitAndWait(1), 1);
+  t.same(drain(from), [{ lo: 0, hi: 0, res: 0 }], 'the sender gets its own completion');
+  t.same(drain(to), [{ lo: 7, hi: 0x40000001, res: -19 }]);
 });

@@ -2,7 +2,7 @@
 // stats` and the benchmark print, and when a queue burns CPU polling.
 import t from 'tap';
 import { AioStats, Counter, HIST_MAX, REAP_PERCENTILES, histogramPercentiles } from '../../aio/stats.js';
-import { AdaptivePoller, POLL_INITIAL_NS } from '../../aio/poll.js';
+import { AdaptivePoller, POLL_INITIAL_NS } from '../../sys/poller.js';
 
 t.test('1 percentiles follow seed 000: 1st … 90th, 99.99th completions per reap', async (t) => {
   t.same([...REAP_PERCENTILES], [1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99.99]);
@@ -43,7 +43,7 @@ t.test('3 another thread sees the counters through the SharedArrayBuffer', async
 
 t.test('4 poll time grows from 4 µs by doubling while waits are short, and drops to 0 after a long one', async (t) => {
   const stats = new AioStats();
-  const p = new AdaptivePoller(50_000, stats);
+  const p = new AdaptivePoller(50_000, stats.pollCounters());
   t.equal(p.pollNs, 0, 'starts not polling');
   p.adjust(10_000);
   t.equal(p.pollNs, POLL_INITIAL_NS);
@@ -63,14 +63,14 @@ t.test('4 poll time grows from 4 µs by doubling while waits are short, and drop
 
 t.test('5 pollMaxNs 0 disables polling; run() reports hits and misses', async (t) => {
   const stats = new AioStats();
-  const off = new AdaptivePoller(0, stats);
+  const off = new AdaptivePoller(0, stats.pollCounters());
   off.adjust(1000);
   t.equal(off.pollNs, 0);
   let probes = 0;
   t.equal(off.run(() => (probes++, true)), false, 'does not even probe');
   t.equal(probes, 0);
 
-  const p = new AdaptivePoller(1_000_000, stats);
+  const p = new AdaptivePoller(1_000_000, stats.pollCounters());
   p.pollNs = 200_000;
   let n = 0;
   t.equal(p.run(() => ++n === 3), true, 'stops at the first probe that finds work');

@@ -2,7 +2,7 @@
 import t from 'tap';
 import fc from 'fast-check';
 import { decodeDevInfo, decodeParams, encodeDevInfo, encodeParams, type Params } from '../../ublk/codec.js';
-import { paramsFor } from '../../ublk/device.js';
+import { paramsFor } from '../../ublk/params.js';
 import * as U from '../../ublk/uapi.js';
 
 t.test('dev_info fields land at their offsets and read back', async (t) => {

@@ -2,6 +2,7 @@
 import t from 'tap';
 import * as L from '../../sys/uring/layout.js';
 import * as C from '../../sys/uring/constants.js';
+import * as UD from '../../sys/uring/user-data.js';
 
 t.test('io_uring_params is 120 bytes with sq_off @40 and cq_off @80', async (t) => {
   t.equal(L.io_uring_params.SIZE, 120);
@@ -21,8 +22,24 @@ t.test('io_uring_sqe is 64 bytes (128 with SQE128) with cmd[] at 48', async (t) 
 });
 
 t.test('opcodes and flags match the header', async (t) => {
-  t.same([C.IORING_OP_NOP, C.IORING_OP_FSYNC, C.IORING_OP_POLL_ADD, C.IORING_OP_FALLOCATE, C.IORING_OP_READ, C.IORING_OP_WRITE, C.IORING_OP_URING_CMD], [0, 3, 6, 17, 22, 23, 46]);
+  t.same(
+    [C.IORING_OP_NOP, C.IORING_OP_FSYNC, C.IORING_OP_POLL_ADD, C.IORING_OP_FALLOCATE, C.IORING_OP_READ, C.IORING_OP_WRITE, C.IORING_OP_MSG_RING, C.IORING_OP_URING_CMD],
+    [0, 3, 6, 17, 22, 23, 40, 46],
+  );
+  t.same([C.IOSQE_ASYNC, C.IOSQE_CQE_SKIP_SUCCESS, C.IORING_MSG_DATA], [16, 64, 0]);
   t.same([C.IORING_SETUP_COOP_TASKRUN, C.IORING_SETUP_TASKRUN_FLAG, C.IORING_SETUP_SQE128, C.IORING_SETUP_CQE32], [256, 512, 1024, 2048]);
   t.same([C.IORING_OFF_SQ_RING, C.IORING_OFF_CQ_RING, C.IORING_OFF_SQES], [0, 0x8000000, 0x10000000]);
   t.equal(C.IORING_SQ_TASKRUN, 4);
+});
+
+t.test('user_data: the owner in the top two bits of the high word, its kind below, both read back', async (t) => {
+  t.same([UD.USER_DATA_IO_CMD, UD.USER_DATA_INTERNAL, UD.USER_DATA_TARGET], [0, 0x40000000, 0x80000000]);
+  for (const owner of [UD.USER_DATA_IO_CMD, UD.USER_DATA_INTERNAL, UD.USER_DATA_TARGET]) {
+    for (const kind of [0, 1, 0x3fffffff]) {
+      const hi = UD.userDataHi(owner, kind);
+      t.ok(hi >= 0 && hi <= 0xffffffff, 'a u32');
+      t.same([UD.userDataOwner(hi), UD.userDataKind(hi)], [owner, kind]);
+    }
+  }
+  t.equal(UD.userDataHi(UD.USER_DATA_TARGET, 1), 0x80000001, 'TARGET_USER_DATA | kind, as targets write it');
 });

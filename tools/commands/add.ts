@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { parseSize } from '../../target/size.js';
 import { targetModuleUrl } from '../../target/registry.js';
-import type { DeviceState } from '../../ublk/state.js';
+import type { DeviceState } from '../state.js';
 import { runDaemon, type DaemonOptions } from '../daemon.js';
 import { formatSize } from '../format.js';
 import { CliError, UBLKS_MAX_PATH, kernelDeviceIds, requireRoot, ublksMax, withControl } from '../cli-util.js';

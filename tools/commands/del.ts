@@ -1,6 +1,6 @@
 /** `ublk del -n ID | -a`: stop and delete devices, through their daemon when it lives. */
 import { UblkCommandError, type UblkControl } from '../../ublk/control.js';
-import { isDaemon, processAlive, readState, removeState, stateIds } from '../../ublk/state.js';
+import { isDaemon, processAlive, readState, removeState, stateIds } from '../state.js';
 import { CliError, kernelDeviceIds, requireRoot, withControl } from '../cli-util.js';
 
 export async function del(o: { number?: number; all?: boolean }): Promise<number> {

@@ -1,6 +1,6 @@
 /** `ublk list [-n ID] [--json]`: devices as the kernel sees them, with what their daemons recorded. */
 import { UblkCommandError } from '../../ublk/control.js';
-import { isDaemon, processAlive, readState } from '../../ublk/state.js';
+import { isDaemon, processAlive, readState } from '../state.js';
 import { UBLK_FEATURE_NAMES } from '../../ublk/uapi.js';
 import { CliError, kernelDeviceIds, requireRoot, withControl } from '../cli-util.js';
 import { STATE_NAMES, formatSize, table } from '../format.js';
@@ -18,6 +18,8 @@ export interface ListedDevice {
   flags: string[];
   blockDevice: string;
   info: Record<string, string | number | boolean>;
+  /** Why the device stopped being served, when its daemon recorded a failure. */
+  failed: { reason: string; at: string } | null;
 }
 
 export function flagNames(flags: number): string[] {
@@ -55,6 +57,7 @@ export async function listDevices(only?: number): Promise<ListedDevice[]> {
         flags: flagNames(info.flags),
         blockDevice: `/dev/ublkb${id}`,
         info: state?.info ?? {},
+        failed: state?.failed ?? null,
       });
     }
     return out;
@@ -86,5 +89,8 @@ export async function list(o: { number?: number; json?: boolean }): Promise<numb
     ]);
   }
   process.stdout.write(table(rows) + '\n');
+  for (const d of devices) {
+    if (d.failed !== null) process.stdout.write(`device ${d.id} failed at ${d.failed.at}: ${d.failed.reason}\n`);
+  }
   return 0;
 }

@@ -1,5 +1,5 @@
 /** `ublk recover -n ID`: a new daemon for a --recoverable device whose daemon died. */
-import { isDaemon, processAlive, readState } from '../../ublk/state.js';
+import { isDaemon, processAlive, readState } from '../state.js';
 import { UblkCommandError } from '../../ublk/control.js';
 import { CliError, requireRoot, withControl } from '../cli-util.js';
 import { startDaemon } from './add.js';

@@ -2,7 +2,7 @@
 import { connect } from 'node:net';
 import { REAP_PERCENTILES } from '../../aio/stats.js';
 import { QUEUE_STAT_NAMES } from '../../ublk/queue-stats.js';
-import { readState, socketPath } from '../../ublk/state.js';
+import { readState, socketPath } from '../state.js';
 import { CliError, requireRoot } from '../cli-util.js';
 import { table } from '../format.js';
 

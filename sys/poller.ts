@@ -6,30 +6,42 @@
  * 0 when the wait took longer than pollMaxNs. pollMaxNs = 0 never polls.
  *
  * One poller serves any number of sources: the ublk queue dispatcher probes
- * its io_uring CQ and the aio ring in the same `run()`.
+ * its io_uring CQ and a target's completion ring in the same `run()`. It
+ * lives here, below both the AIO engine and the ublk queue, because it knows
+ * neither: whoever counts its hits and misses hands it the slots.
  */
 import { performance } from 'node:perf_hooks';
-import { AioStats, Counter } from './stats.js';
 
 /** QEMU starts polling at 4 µs and doubles (aio_poll() in util/aio-posix.c). */
 export const POLL_INITIAL_NS = 4000;
 export const POLL_GROW = 2;
 
+/** Where a poller counts: slots of a caller's Float64Array (plain stores, one writer). */
+export interface PollCounters {
+  array: Float64Array;
+  /** Polls that found work. */
+  hits: number;
+  /** Polls that timed out. */
+  misses: number;
+  /** The current poll time in ns. */
+  pollNs: number;
+}
+
 export class AdaptivePoller {
   readonly pollMaxNs: number;
   /** Current polling time in ns (0: do not poll). */
   pollNs = 0;
-  private readonly stats: AioStats | undefined;
+  private readonly counters: PollCounters | undefined;
   private startMs = 0;
 
-  constructor(pollMaxNs: number, stats?: AioStats) {
+  constructor(pollMaxNs: number, counters?: PollCounters) {
     if (!(pollMaxNs >= 0)) throw new RangeError(`pollMaxNs must be ≥ 0, not ${pollMaxNs}`);
     this.pollMaxNs = pollMaxNs;
-    this.stats = stats;
+    this.counters = counters;
   }
 
   /**
-   * Starts a wait: notes the time (for `adjust()`), then calls `probe` until
+   * Starts a wait: notes the time (for `blocked()`), then calls `probe` until
    * it returns true or pollNs have passed. Returns whether a probe hit; a
    * false return means the caller should block now. Allocates nothing.
    */
@@ -41,11 +53,11 @@ export class AdaptivePoller {
     const end = start + ns / 1e6;
     do {
       if (probe()) {
-        if (this.stats !== undefined) this.stats.c[Counter.POLL_HITS]++;
+        if (this.counters !== undefined) this.counters.array[this.counters.hits]++;
         return true;
       }
     } while (performance.now() < end);
-    if (this.stats !== undefined) this.stats.c[Counter.POLL_MISSES]++;
+    if (this.counters !== undefined) this.counters.array[this.counters.misses]++;
     return false;
   }
 
@@ -68,6 +80,6 @@ export class AdaptivePoller {
       const next = this.pollNs === 0 ? POLL_INITIAL_NS : this.pollNs * POLL_GROW;
       this.pollNs = next > max ? max : next;
     }
-    if (this.stats !== undefined) this.stats.c[Counter.POLL_NS] = this.pollNs;
+    if (this.counters !== undefined) this.counters.array[this.counters.pollNs] = this.pollNs;
   }
 }

@@ -26,7 +26,11 @@ export interface DeviceState {
   size: number;
   /** What the target reported for `ublk list` (backing file, engine…). */
   info: Record<string, string | number | boolean>;
+  /** What the device holds that no other device may (TargetDescription.exclusive). */
+  exclusive: string[];
   created: string;
+  /** Set when the device could not be served any more: why, and when. The daemon is gone then. */
+  failed?: { reason: string; at: string };
 }
 
 export function statePath(id: number): string {
