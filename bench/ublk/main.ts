@@ -24,6 +24,7 @@
  *   node dist/bench/ublk/main.js --image IMG [--seconds 15] [--ramp 3]
  *        [--poll-max-ns 50000] [--out bench/results/latest.json]
  *        [--workloads a,b] [--variants x,y] [--repeat 1] [--headline-repeat 3]
+ *        [--stop-rounds 3]   (del, kill and recover times under load; 0: skip)
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, statSync, writeFileSync } from 'node:fs';
@@ -31,6 +32,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { REAP_PERCENTILES } from '../../aio/stats.js';
+import { measureStopTimes, type StopTimes } from './stop-times.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const UBLK = join(root, 'bin/ublk');
@@ -47,6 +49,7 @@ const { values } = parseArgs({
     variants: { type: 'string' },
     repeat: { type: 'string', default: '1' },
     'headline-repeat': { type: 'string', default: '3' },
+    'stop-rounds': { type: 'string', default: '3' },
   },
 });
 if (values.image === undefined) throw new Error('usage: main --image IMG [--seconds N] [--ramp N] [--out FILE]');
@@ -501,6 +504,13 @@ for (const w of workloads) {
 }
 cleanup();
 
+const stopRounds = Number(values['stop-rounds']);
+let stopTimes: StopTimes | null = null;
+if (stopRounds > 0) {
+  say(`stopping under load: ${stopRounds} rounds of del, kill -9 and recover`);
+  stopTimes = await measureStopTimes(ublk, image, stopRounds);
+}
+
 // ---- report ----------------------------------------------------------------------------
 
 const pad = (s: string, n: number): string => s.padEnd(n);
@@ -560,6 +570,14 @@ for (const w of workloads) {
     out.push(`${pad(`${w.label}, ${REAP_LABELS[l.variant] ?? l.label}`, 48)}${REAP_PERCENTILES.map((p) => lpad(String(l.reapPercentiles![String(p)] ?? '-'), 6)).join('')}`);
   }
 }
+if (stopTimes !== null) {
+  out.push('');
+  out.push('stopping under fio load, ms (median; each round): the VM tests only bound these against hangs');
+  const row = (label: string, xs: number[]) => out.push(`  ${pad(label, 58)}${lpad(median(xs).toFixed(0), 7)}   ${fmtRuns(xs, 0)}`);
+  row('ublk del, null device, 2 queues, 2 fio jobs QD32', stopTimes.delUnderLoad);
+  row('kill -9 of the daemon until fio ends with an IO error (loop)', stopTimes.killToFioError);
+  row('ublk recover until IO completes again (loop, --recoverable)', stopTimes.recoverToIo);
+}
 const minutes = (Date.now() - started) / 60000;
 out.push('');
 out.push(`bench time ${minutes.toFixed(1)} min (this program, after the image was written)`);
@@ -584,6 +602,7 @@ writeFileSync(
       minutes,
       workloads: workloads.map((w) => ({ ...w })),
       lines,
+      stopTimes,
     },
     null,
     2,
