@@ -42,8 +42,20 @@ export function log(id: number, message: string): void {
 async function claimExclusive(ctrl: UblkControl, device: TargetDevice, options: DaemonOptions): Promise<void> {
   for (const held of device.exclusive ?? []) {
     const owner = await holder(ctrl, held, options);
-    if (owner !== null) throw new TargetError(`${held} is already used by ublk device ${owner}`);
+    if (owner !== null) throw heldBy(held, owner);
   }
+}
+
+function heldBy(held: string, owner: number): TargetError {
+  return new TargetError(`${held} is already used by ublk device ${owner}`);
+}
+
+/** A target that found its backing held (a live device's lock) says what: name the device that holds it. */
+async function nameHolder(e: unknown, options: DaemonOptions): Promise<unknown> {
+  if (!(e instanceof TargetError) || e.held === undefined) return e;
+  const held = e.held;
+  const owner = await withControl((ctrl) => holder(ctrl, held, options)).catch(() => null);
+  return owner === null ? e : heldBy(held, owner);
 }
 
 /** The device whose state file claims `held` and which the kernel still has, or null. */
@@ -78,10 +90,7 @@ export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Pro
     };
     dev = options.recover ? await recoverDevice({ ...api, id: options.devId }) : await createDevice(api);
   } catch (e) {
-    // A target that found its backing held (a live device's lock) says what: name the device.
-    const owner = e instanceof TargetError && e.held !== undefined ? await withControl((ctrl) => holder(ctrl, e.held!, options)).catch(() => null) : null;
-    const message = owner !== null ? `${(e as TargetError).held} is already used by ublk device ${owner}` : describeError(e, { devId: options.devId });
-    hooks.ready({ error: message });
+    hooks.ready({ error: describeError(await nameHolder(e, options), { devId: options.devId }) });
     return 1;
   }
   const id = dev.info.id;
@@ -150,7 +159,10 @@ export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Pro
   process.on('SIGINT', () => shutdown('SIGINT', 0));
   process.on('SIGHUP', () => undefined);
   // A bug must not leave a device whose IO hangs: record it, then let the device go.
-  process.on('uncaughtException', (e) => fail(`internal error: ${e.stack ?? e}`));
+  process.on('uncaughtException', (e) => {
+    log(id, `internal error: ${e.stack ?? e}`);
+    fail(`internal error: ${e.message}`);
+  });
   void dev.failed.then(fail);
 
   try {
