@@ -8,11 +8,16 @@
  * (virtual) disk hits them alike.
  *
  * Prints the table (each line against the kernel loop line of its
- * workload), ublk-ts null against the kernel's null_blk (the dispatcher's
- * own cost), the per-IO cost counters of the ublk-ts lines, the
+ * workload, and against the C reference server ublksrv: its loop line, or
+ * for the null lines its null line), ublk-ts null against the kernel's
+ * null_blk (the dispatcher's own cost), the per-IO cost counters of the ublk-ts lines, the
  * completions-per-reap percentiles of the AIO engine, writes everything as
- * JSON (--out), and last the summary line:
+ * JSON (--out), and last the summary lines:
+ *   ublk-ts loop (aio) / ublksrv loop 4k randread QD32 IOPS ratio: <x.xx>
  *   ublk-ts loop (aio) / kernel loop 4k randread QD32 IOPS ratio: <x.xx>
+ *
+ * ublksrv comes from $UBLK_UBLKSRV (the directory bench/ublksrv/build
+ * printed); without it its lines are left out and the run says why.
  *
  * On a host whose neighbours move single runs by ±30%, one line per variant
  * cannot settle a 10% question: every workload runs its variants in rounds
@@ -33,9 +38,12 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { REAP_PERCENTILES } from '../../aio/stats.js';
 import { measureStopTimes, type StopTimes } from './stop-times.js';
+import { addUblksrv, delUblksrv, diskIos, findUblksrv } from './ublksrv.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const UBLK = join(root, 'bin/ublk');
+/** The device id the ublksrv lines use: one at a time, far from ublk-ts's own. */
+const UBLKSRV_ID = 1000;
 
 const { values } = parseArgs({
   options: {
@@ -91,7 +99,11 @@ const WORKLOADS: Workload[] = [
 
 interface Device {
   path: string;
+  /** a ublk-ts device */
   id?: number;
+  /** a ublksrv device */
+  ublksrvId?: number;
+  /** the serving process (ublk-ts daemon or ublksrv daemon) */
   pid?: number;
 }
 
@@ -102,6 +114,8 @@ interface Variant {
   ublk?: (w: Workload) => string[];
   /** the AIO engine: completions-per-reap percentiles are reported */
   aio?: boolean;
+  /** a ublksrv device of this target type (fresh per run) */
+  ublksrv?: 'loop' | 'null';
   /** workloads this variant sits out */
   skip?: (w: Workload) => boolean;
 }
@@ -133,6 +147,9 @@ const VARIANTS: Variant[] = [
   },
   { key: 'ublk-uring', label: 'ublk-ts loop uring', ublk: (w) => ['-t', 'loop', '-f', image, '--engine', 'uring', ...qd(w)] },
   { key: 'ublk-null', label: 'ublk-ts null', ublk: (w) => ['-t', 'null', '-s', '1G', ...qd(w)] },
+  // The C reference server, same queues and depth as ublk-ts.
+  { key: 'ublksrv-loop', label: 'ublksrv loop', ublksrv: 'loop' },
+  { key: 'ublksrv-null', label: 'ublksrv null', ublksrv: 'null' },
   // The kernel's own memory-less driver: what the ublk-ts null line pays for
   // its trip through userspace (brd where null_blk is missing).
   { key: 'nullblk', label: 'kernel null_blk' },
@@ -140,6 +157,8 @@ const VARIANTS: Variant[] = [
 function qd(w: Workload): string[] {
   return ['-q', String(w.jobs > 1 ? 2 : 1), '-d', String(depth)];
 }
+/** The line a variant is compared with in the "vs ublksrv" column. */
+const ublksrvPeer = (v: Variant): string => (v.key === 'ublk-null' || v.key === 'nullblk' || v.key === 'ublksrv-null' ? 'ublksrv-null' : 'ublksrv-loop');
 
 const pick = <T extends { key: string }>(all: T[], list: string | undefined): T[] => {
   if (list === undefined) return all;
@@ -149,6 +168,11 @@ const pick = <T extends { key: string }>(all: T[], list: string | undefined): T[
 };
 const workloads = pick(WORKLOADS, values.workloads);
 const variants = pick(VARIANTS, values.variants);
+const found = findUblksrv();
+/** ublksrv's `ublk`, or '' and why its lines are missing (for the report). */
+const UBLKSRV = 'bin' in found ? found.bin : '';
+const ublksrvMissing = 'missing' in found ? found.missing : '';
+if (UBLKSRV === '') for (let i = variants.length - 1; i >= 0; i--) if (variants[i].ublksrv !== undefined) variants.splice(i, 1);
 
 // ---- helpers -----------------------------------------------------------------------
 
@@ -166,7 +190,16 @@ function ublk(args: string[]): string {
 }
 
 const live = new Set<number>();
+let ublksrvLive = false;
 function cleanup(): void {
+  if (ublksrvLive) {
+    try {
+      delUblksrv(UBLKSRV, UBLKSRV_ID);
+    } catch {
+      /* best effort */
+    }
+    ublksrvLive = false;
+  }
   for (const id of live) {
     try {
       ublk(['del', '-n', String(id)]);
@@ -271,18 +304,19 @@ function fio(path: string, w: Workload): Fio {
 
 // ---- one line --------------------------------------------------------------------
 
+/** Per-IO costs of a serving process; the dispatcher counters only for ublk-ts. */
 interface PerIo {
   /** io_uring_enter calls of the queue loop per IO (dispatcher "enters") */
-  entersPerIo: number;
+  entersPerIo?: number;
   /** blocking waits per IO */
-  waitsPerIo: number;
+  waitsPerIo?: number;
   /** io_submit calls per IO (AIO engine) */
   submitsPerIo?: number;
   /** ring looks that found completions, per IO (AIO engine) */
   reapsPerIo?: number;
-  pollHits: number;
-  pollMisses: number;
-  pollNs: number;
+  pollHits?: number;
+  pollMisses?: number;
+  pollNs?: number;
   eagains?: number;
   /** daemon CPU time (all threads) per IO, µs: in all, in user mode, in the kernel */
   daemonCpuUsPerIo: number;
@@ -312,6 +346,9 @@ interface Line {
   runs?: number[];
   /** Every round's ratio to the kernel loop line of that round. */
   ratioRuns?: number[];
+  /** Against the ublksrv line of the same workload and round (see ublksrvPeer), median of the rounds. */
+  vsUblksrv: number | null;
+  vsUblksrvRuns?: number[];
   /** ublk-ts null only: against the kernel null device line of the same workload */
   vsNullBlk?: number;
   /** guest CPU busy over the run, % of all CPUs */
@@ -326,6 +363,11 @@ function setUp(v: Variant, w: Workload): Device {
   if (v.key === 'raw') return { path: image };
   if (v.key === 'kloop') return { path: loopDev };
   if (v.key === 'nullblk') return { path: nullDev };
+  if (v.ublksrv !== undefined) {
+    const d = addUblksrv(UBLKSRV, UBLKSRV_ID, v.ublksrv, [...qd(w), ...(v.ublksrv === 'loop' ? ['-f', image] : [])]);
+    ublksrvLive = true;
+    return { path: d.path, ublksrvId: d.id, pid: d.pid };
+  }
   const d = JSON.parse(ublk(['add', ...v.ublk!(w), '--json'])) as { id: number; blockDevice: string; pid: number };
   live.add(d.id);
   if (!statSync(d.blockDevice).isBlockDevice()) throw new Error(`${d.blockDevice} is not a block device`);
@@ -333,6 +375,10 @@ function setUp(v: Variant, w: Workload): Device {
 }
 
 function tearDown(d: Device): void {
+  if (d.ublksrvId !== undefined) {
+    delUblksrv(UBLKSRV, d.ublksrvId);
+    ublksrvLive = false;
+  }
   if (d.id === undefined) return;
   ublk(['del', '-n', String(d.id)]);
   live.delete(d.id);
@@ -345,10 +391,26 @@ interface StatsJson {
   target: { aio?: (Counters | null)[]; reapPercentiles?: Record<string, number> } | null;
 }
 
+/** The serving process's CPU and context switches per IO over one run. */
+function processPerIo(p0: ProcSample, p1: ProcSample, ios: number): PerIo {
+  const userSeconds = (p1.utime - p0.utime) / HZ;
+  const sysSeconds = (p1.stime - p0.stime) / HZ;
+  const cpuSeconds = userSeconds + sysSeconds;
+  return {
+    daemonCpuUsPerIo: (cpuSeconds * 1e6) / ios,
+    daemonUserUsPerIo: (userSeconds * 1e6) / ios,
+    daemonSysUsPerIo: (sysSeconds * 1e6) / ios,
+    ctxSwitchesPerIo: (p1.voluntary - p0.voluntary + p1.involuntary - p0.involuntary) / ios,
+    // fio's window is seconds + ramp long (the daemon was idle otherwise)
+    daemonCpuPct: (100 * cpuSeconds) / (seconds + ramp),
+  };
+}
+
 function runLine(v: Variant, w: Workload): Line {
   const d = setUp(v, w);
   try {
     const p0 = d.pid !== undefined ? procSample(d.pid) : null;
+    const ios0 = d.ublksrvId !== undefined ? diskIos(d.path) : 0;
     const c0 = cpuTicks();
     const r = fio(d.path, w);
     const c1 = cpuTicks();
@@ -363,6 +425,7 @@ function runLine(v: Variant, w: Workload): Line {
       meanUs: r.meanUs,
       p99Us: r.p99Us,
       ratio: null,
+      vsUblksrv: null,
       cpuBusyPct: (100 * (c1[0] - c0[0])) / Math.max(1, c1[1] - c0[1]),
       fioCpuPct: r.fioCpuPct,
     };
@@ -371,9 +434,6 @@ function runLine(v: Variant, w: Workload): Line {
       // The counters include the ramp and the partition scan; fio's count is
       // of the measured window: per-IO figures use the daemon's own count.
       const ios = s.total.reads + s.total.writes + s.total.flushes;
-      const userSeconds = (p1!.utime - p0!.utime) / HZ;
-      const sysSeconds = (p1!.stime - p0!.stime) / HZ;
-      const cpuSeconds = userSeconds + sysSeconds;
       const aio = (s.target?.aio ?? []).filter((q): q is Counters => q !== null);
       const sum = (n: string): number => aio.reduce((a, q) => a + (q[n] ?? 0), 0);
       line.perIo = {
@@ -382,12 +442,7 @@ function runLine(v: Variant, w: Workload): Line {
         pollHits: s.total.pollHits,
         pollMisses: s.total.pollMisses,
         pollNs: s.total.pollNs,
-        // fio's window is seconds + ramp long (the daemon was idle otherwise)
-        daemonCpuUsPerIo: (cpuSeconds * 1e6) / ios,
-        daemonUserUsPerIo: (userSeconds * 1e6) / ios,
-        daemonSysUsPerIo: (sysSeconds * 1e6) / ios,
-        ctxSwitchesPerIo: (p1!.voluntary - p0!.voluntary + p1!.involuntary - p0!.involuntary) / ios,
-        daemonCpuPct: (100 * cpuSeconds) / (seconds + ramp),
+        ...processPerIo(p0!, p1!, ios),
       };
       if (aio.length > 0) {
         line.perIo.submitsPerIo = sum('submits') / ios;
@@ -397,6 +452,8 @@ function runLine(v: Variant, w: Workload): Line {
       if (v.aio && s.target?.reapPercentiles) line.reapPercentiles = s.target.reapPercentiles;
       line.stats = s;
     }
+    // ublksrv has no counters of its own here: the block layer's count of the same window.
+    if (d.ublksrvId !== undefined) line.perIo = processPerIo(p0!, p1!, diskIos(d.path) - ios0);
     return line;
   } finally {
     tearDown(d);
@@ -498,6 +555,11 @@ for (const w of workloads) {
       l.ratioRuns = runs.map((r, i) => rate(r) / rate(refRuns[i]));
       l.ratio = median(l.ratioRuns);
     }
+    const peerRuns = byVariant.get(ublksrvPeer(v));
+    if (peerRuns !== undefined) {
+      l.vsUblksrvRuns = runs.map((r, i) => rate(r) / rate(peerRuns[i]));
+      l.vsUblksrv = median(l.vsUblksrvRuns);
+    }
     if (v.key === 'ublk-null' && nullRuns !== undefined) l.vsNullBlk = median(runs.map((r, i) => rate(r) / rate(nullRuns[i])));
     lines.push(l);
   }
@@ -522,15 +584,20 @@ const out: string[] = [];
 out.push(`ublk-ts bench: fio libaio, O_DIRECT, ${seconds} s per line after ${ramp} s ramp-up; kernel ${kernel}`);
 out.push(`backing image ${image} on ${backing}; kernel loop ${loopName || '-'} (losetup --direct-io=on)`);
 out.push(`ublk-ts devices: queue depth ${depth}, 1 queue (2 for the 2-job workload), fresh device per line; poll variant --poll-max-ns ${pollMaxNs}`);
+out.push(
+  ublksrvMissing === ''
+    ? `ublksrv ${UBLKSRV}: same queues and depth, scheduler none like ublk-ts; vs ublksrv: against ublksrv null for the null lines, else ublksrv loop`
+    : `no ublksrv lines: ${ublksrvMissing}`,
+);
 out.push('');
-out.push(`${pad('workload / variant', 34)}${lpad('IOPS|MB/s', 12)}${lpad('mean µs', 10)}${lpad('p99 µs', 10)}${lpad('vs kloop', 10)}${lpad('CPU %', 7)}  rounds`);
+out.push(`${pad('workload / variant', 34)}${lpad('IOPS|MB/s', 12)}${lpad('mean µs', 10)}${lpad('p99 µs', 10)}${lpad('vs kloop', 10)}${lpad('vs ublksrv', 12)}${lpad('CPU %', 7)}  rounds`);
 const fmtRuns = (xs: number[], digits: number): string => xs.map((x) => x.toFixed(digits)).join(' ');
 for (const w of workloads) {
   out.push(w.label);
   for (const l of lines.filter((x) => x.workload === w.key)) {
     out.push(
       `  ${pad(l.label, 32)}${lpad(fmtRate(l), 12)}${lpad(l.meanUs.toFixed(0), 10)}${lpad(l.p99Us.toFixed(0), 10)}` +
-        `${lpad(l.ratio === null ? '-' : l.ratio.toFixed(2), 10)}${lpad(l.cpuBusyPct.toFixed(0), 7)}` +
+        `${lpad(l.ratio === null ? '-' : l.ratio.toFixed(2), 10)}${lpad(l.vsUblksrv === null ? '-' : l.vsUblksrv.toFixed(2), 12)}${lpad(l.cpuBusyPct.toFixed(0), 7)}` +
         (l.runs ? `  ${fmtRuns(l.runs, w.bandwidth ? 1 : 0)}${l.variant !== 'kloop' && l.ratioRuns ? ` (${fmtRuns(l.ratioRuns, 2)})` : ''}` : ''),
     );
   }
@@ -544,7 +611,7 @@ if (nullLines.length > 0) {
   for (const l of nullLines) out.push(`  ${pad(wName(l.workload).label, 40)}${lpad(l.vsNullBlk!.toFixed(2), 6)}`);
 }
 out.push('');
-out.push('ublk-ts per IO: dispatcher loops (enters), blocking waits, io_submit calls, AIO ring reaps that found completions,');
+out.push('per IO: dispatcher loops (enters), blocking waits, io_submit calls, AIO ring reaps that found completions (ublk-ts only),');
 out.push('daemon context switches (csw), daemon CPU µs (all threads; user, kernel) and % of one CPU; poll hits/misses');
 out.push(
   `${pad('workload / variant', 34)}${lpad('enters', 8)}${lpad('waits', 8)}${lpad('submits', 9)}${lpad('reaps', 8)}${lpad('csw', 7)}` +
@@ -557,7 +624,7 @@ for (const w of workloads) {
     const f = (x: number | undefined): string => (x === undefined ? '-' : x.toFixed(2));
     out.push(
       `  ${pad(l.label, 32)}${lpad(f(p.entersPerIo), 8)}${lpad(f(p.waitsPerIo), 8)}${lpad(f(p.submitsPerIo), 9)}${lpad(f(p.reapsPerIo), 8)}${lpad(f(p.ctxSwitchesPerIo), 7)}` +
-        `${lpad(p.daemonCpuUsPerIo.toFixed(0), 8)}${lpad(p.daemonUserUsPerIo.toFixed(0), 6)}${lpad(p.daemonSysUsPerIo.toFixed(0), 6)}${lpad(p.daemonCpuPct.toFixed(0), 7)}${lpad(p.pollHits + p.pollMisses > 0 ? `${p.pollHits}/${p.pollMisses}` : '-', 14)}`,
+        `${lpad(p.daemonCpuUsPerIo.toFixed(0), 8)}${lpad(p.daemonUserUsPerIo.toFixed(0), 6)}${lpad(p.daemonSysUsPerIo.toFixed(0), 6)}${lpad(p.daemonCpuPct.toFixed(0), 7)}${lpad((p.pollHits ?? 0) + (p.pollMisses ?? 0) > 0 ? `${p.pollHits}/${p.pollMisses}` : '-', 14)}`,
     );
   }
 }
@@ -611,6 +678,7 @@ writeFileSync(
 say(`wrote ${values.out}`);
 
 const main = lines.find((l) => l.workload === HEADLINE && l.variant === 'ublk-aio');
-const ratio = main?.ratio != null ? main.ratio.toFixed(2) : 'n/a';
-const rounds = main?.ratioRuns && main.ratioRuns.length > 1 ? ` (median of ${main.ratioRuns.length} rounds: ${fmtRuns(main.ratioRuns, 2)})` : '';
-process.stdout.write(`ublk-ts loop (aio) / kernel loop 4k randread QD32 IOPS ratio: ${ratio}${rounds}\n`);
+const summary = (ratio: number | null | undefined, runs: number[] | undefined, missing: string): string =>
+  ratio == null ? `n/a${missing === '' ? '' : ` (${missing})`}` : `${ratio.toFixed(2)}${runs && runs.length > 1 ? ` (median of ${runs.length} rounds: ${fmtRuns(runs, 2)})` : ''}`;
+process.stdout.write(`ublk-ts loop (aio) / ublksrv loop 4k randread QD32 IOPS ratio: ${summary(main?.vsUblksrv, main?.vsUblksrvRuns, ublksrvMissing)}\n`);
+process.stdout.write(`ublk-ts loop (aio) / kernel loop 4k randread QD32 IOPS ratio: ${summary(main?.ratio, main?.ratioRuns, '')}\n`);

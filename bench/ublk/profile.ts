@@ -5,7 +5,8 @@
  *
  * 1. CPU profile (node --cpu-prof, through NODE_OPTIONS into the daemon and
  *    its queue workers): top self-time functions of the busiest thread.
- * 2. strace -c -f on the daemon: syscalls per IO.
+ * 2. strace -c -f on the daemon: syscalls per IO; also of ublksrv's daemon
+ *    (variants ublksrv-loop, ublksrv-null, with $UBLK_UBLKSRV set).
  * 3. perf record -e cpu-clock -a (when perf works in the guest): where the
  *    whole machine spends its time, ublk-ts against the kernel loop driver.
  *
@@ -17,6 +18,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, rmSync 
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { addUblksrv, delUblksrv, diskIos, findUblksrv } from './ublksrv.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const UBLK = join(root, 'bin/ublk');
@@ -46,6 +48,11 @@ const addArgs: Record<string, string[]> = {
   'aio-poll': ['-t', 'loop', '-f', image, '--engine', 'aio', '--poll-max-ns', '50000'],
   uring: ['-t', 'loop', '-f', image, '--engine', 'uring'],
   null: ['-t', 'null', '-s', '1G'],
+};
+/** ublksrv variants: strace only (no counters, no JavaScript). */
+const ublksrvArgs: Record<string, ['loop' | 'null', string[]]> = {
+  'ublksrv-loop': ['loop', ['-f', image]],
+  'ublksrv-null': ['null', []],
 };
 
 function ublk(args: string[], env: NodeJS.ProcessEnv = process.env): string {
@@ -180,7 +187,42 @@ async function cpuProfile(variant: string): Promise<void> {
 
 // ---- 2. strace -c --------------------------------------------------------------------
 
+/** strace -c -f on ublksrv's daemon, per IO by the block layer's count. */
+function straceUblksrv(variant: string): void {
+  const found = findUblksrv();
+  if ('missing' in found) {
+    console.log(`\n== syscalls per IO, ${variant}: left out, ${found.missing}`);
+    return;
+  }
+  const [type, args] = ublksrvArgs[variant];
+  const d = addUblksrv(found.bin, 1000, type, ['-q', '1', '-d', '128', ...args]);
+  try {
+    const log = join(out, `strace-${variant}.txt`);
+    const st = spawn('strace', ['-c', '-f', '-o', log, '-p', String(d.pid)], { stdio: 'ignore' });
+    spawnSync('sleep', ['2']);
+    const n0 = diskIos(d.path);
+    const iops = fio(d.path);
+    const ios = diskIos(d.path) - n0;
+    st.kill('SIGINT');
+    for (let i = 0; i < 100 && existsSync(`/proc/${st.pid}`); i++) spawnSync('sleep', ['0.1']);
+    console.log(`\n== syscalls per IO, ${variant} (strace -c -f, ${ios} IOs, ${iops.toFixed(0)} IOPS under strace)`);
+    printStrace(log, ios);
+  } finally {
+    delUblksrv(found.bin, d.id);
+  }
+}
+
+function printStrace(log: string, ios: number): void {
+  const text = existsSync(log) ? readFileSync(log, 'utf8') : '';
+  for (const line of text.split('\n')) {
+    const m = /^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(\d+)?\s*(\w+)\s*$/.exec(line);
+    if (m) console.log(`  ${m[3].padEnd(20)} ${m[1].padStart(9)} calls  ${(Number(m[1]) / ios).toFixed(3).padStart(7)} per IO${m[2] ? `  (${m[2]} errors)` : ''}`);
+  }
+  if (text === '') console.log('  (strace wrote nothing)');
+}
+
 function straceCount(variant: string): void {
+  if (variant in ublksrvArgs) return straceUblksrv(variant);
   const d = JSON.parse(ublk(['add', ...addArgs[variant], '--json'])) as { id: number; blockDevice: string; pid: number };
   try {
     const log = join(out, `strace-${variant}.txt`);
@@ -199,12 +241,7 @@ function straceCount(variant: string): void {
     console.log(`\n== syscalls per IO, ublk-ts ${variant} (strace -c -f, ${ios} IOs, ${iops.toFixed(0)} IOPS under strace)`);
     if (aio1.length > 0) console.log(`  io_submit per IO from the AIO counters: ${(dsum('submits') / ios).toFixed(3)}, reaps ${(dsum('reaps') / ios).toFixed(3)}`);
     console.log(`  dispatcher loops per IO: ${((s1.total.enters - s0.total.enters) / ios).toFixed(3)}, waits ${((s1.total.waits - s0.total.waits) / ios).toFixed(3)}`);
-    const text = existsSync(log) ? readFileSync(log, 'utf8') : '';
-    for (const line of text.split('\n')) {
-      const m = /^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(\d+)?\s*(\w+)\s*$/.exec(line);
-      if (m) console.log(`  ${m[3].padEnd(20)} ${m[1].padStart(9)} calls  ${(Number(m[1]) / ios).toFixed(3).padStart(7)} per IO${m[2] ? `  (${m[2]} errors)` : ''}`);
-    }
-    if (text === '') console.log('  (strace wrote nothing)');
+    printStrace(log, ios);
   } finally {
     ublk(['del', '-n', String(d.id)]);
   }
@@ -246,8 +283,9 @@ function perfProfile(label: string, path: string): void {
 // ---- run ------------------------------------------------------------------------------
 
 const variants = values.variants!.split(',');
-for (const v of variants) if (!(v in addArgs)) throw new Error(`unknown variant ${v}`);
-if (steps.includes('cpuprof')) for (const v of variants) await cpuProfile(v);
+for (const v of variants) if (!(v in addArgs) && !(v in ublksrvArgs)) throw new Error(`unknown variant ${v}`);
+const ours = variants.filter((v) => v in addArgs);
+if (steps.includes('cpuprof')) for (const v of ours) await cpuProfile(v);
 if (steps.includes('strace')) for (const v of variants) straceCount(v);
 if (steps.includes('perf')) {
   const loop = execFileSync('losetup', ['--find', '--show', '--direct-io=on', image], { encoding: 'utf8' }).trim();
@@ -256,7 +294,7 @@ if (steps.includes('perf')) {
   } finally {
     execFileSync('losetup', ['-d', loop]);
   }
-  for (const v of variants) {
+  for (const v of ours) {
     // --perf-basic-prof: /tmp/perf-PID.map names the JIT-compiled JavaScript for perf
     const env = { ...process.env, NODE_OPTIONS: '--perf-basic-prof' };
     const d = JSON.parse(ublk(['add', ...addArgs[v], '--json'], env)) as { id: number; blockDevice: string };
