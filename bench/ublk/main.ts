@@ -19,6 +19,10 @@
  * ublksrv comes from $UBLK_UBLKSRV (the directory bench/ublksrv/build
  * printed); without it its lines are left out and the run says why.
  *
+ * $UBLK_BENCH_BASELINE names another built ublk-ts checkout (an older
+ * commit): its loop aio line runs in the same rounds as this one's, so a
+ * change is measured before and after in one run, under the same noise.
+ *
  * On a host whose neighbours move single runs by ±30%, one line per variant
  * cannot settle a 10% question: every workload runs its variants in rounds
  * (all variants, then all again), --repeat times, and the 4k randread QD32
@@ -42,6 +46,10 @@ import { addUblksrv, delUblksrv, diskIos, findUblksrv } from './ublksrv.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const UBLK = join(root, 'bin/ublk');
+/** Another ublk-ts checkout (built) whose loop aio line runs beside ours, or ''. */
+const BASELINE = process.env.UBLK_BENCH_BASELINE ?? '';
+const BASELINE_UBLK = BASELINE === '' ? '' : join(BASELINE, 'bin/ublk');
+if (BASELINE !== '' && !existsSync(join(BASELINE, 'dist/tools/cli.js'))) throw new Error(`UBLK_BENCH_BASELINE=${BASELINE}: no built ublk-ts there (dist/tools/cli.js)`);
 /** The device id the ublksrv lines use: one at a time, far from ublk-ts's own. */
 const UBLKSRV_ID = 1000;
 
@@ -105,6 +113,8 @@ interface Device {
   ublksrvId?: number;
   /** the serving process (ublk-ts daemon or ublksrv daemon) */
   pid?: number;
+  /** the ublk-ts CLI that made it */
+  cli?: string;
 }
 
 interface Variant {
@@ -112,6 +122,8 @@ interface Variant {
   label: string;
   /** a ublk-ts device (fresh per run) */
   ublk?: (w: Workload) => string[];
+  /** the `ublk` CLI that serves it, when not this checkout's (the baseline) */
+  cli?: string;
   /** the AIO engine: completions-per-reap percentiles are reported */
   aio?: boolean;
   /** a ublksrv device of this target type (fresh per run) */
@@ -145,6 +157,13 @@ const VARIANTS: Variant[] = [
     ublk: (w) => ['-t', 'loop', '-f', image, '--engine', 'aio', '--scheduler', 'mq-deadline', ...qd(w)],
     skip: (w) => w.jobs > 1,
   },
+  {
+    key: 'ublk-aio-base',
+    label: 'ublk-ts loop aio, baseline',
+    aio: true,
+    cli: BASELINE_UBLK,
+    ublk: (w) => ['-t', 'loop', '-f', image, '--engine', 'aio', ...qd(w)],
+  },
   { key: 'ublk-uring', label: 'ublk-ts loop uring', ublk: (w) => ['-t', 'loop', '-f', image, '--engine', 'uring', ...qd(w)] },
   { key: 'ublk-null', label: 'ublk-ts null', ublk: (w) => ['-t', 'null', '-s', '1G', ...qd(w)] },
   // The C reference server, same queues and depth as ublk-ts.
@@ -173,6 +192,7 @@ const found = findUblksrv();
 const UBLKSRV = 'bin' in found ? found.bin : '';
 const ublksrvMissing = 'missing' in found ? found.missing : '';
 if (UBLKSRV === '') for (let i = variants.length - 1; i >= 0; i--) if (variants[i].ublksrv !== undefined) variants.splice(i, 1);
+if (BASELINE === '') for (let i = variants.length - 1; i >= 0; i--) if (variants[i].cli !== undefined) variants.splice(i, 1);
 
 // ---- helpers -----------------------------------------------------------------------
 
@@ -180,16 +200,17 @@ function sh(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
-function ublk(args: string[]): string {
+function ublk(args: string[], cli = UBLK): string {
   try {
-    return execFileSync(process.execPath, [UBLK, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    return execFileSync(process.execPath, [cli, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (e) {
     const err = e as { stderr?: string; message: string };
     throw new Error(`ublk ${args.join(' ')}: ${(err.stderr ?? '').trim() || err.message}`);
   }
 }
 
-const live = new Set<number>();
+/** ublk-ts devices alive now, and the CLI that deletes each. */
+const live = new Map<number, string>();
 let ublksrvLive = false;
 function cleanup(): void {
   if (ublksrvLive) {
@@ -200,9 +221,9 @@ function cleanup(): void {
     }
     ublksrvLive = false;
   }
-  for (const id of live) {
+  for (const [id, cli] of live) {
     try {
-      ublk(['del', '-n', String(id)]);
+      ublk(['del', '-n', String(id)], cli);
     } catch {
       /* best effort */
     }
@@ -353,6 +374,12 @@ interface Line {
   vsNullBlk?: number;
   /** guest CPU busy over the run, % of all CPUs */
   cpuBusyPct: number;
+  /**
+   * Busy CPU time of the whole guest per IO, µs (fio, the server, interrupts,
+   * kernel threads): under single-threaded TCG every vCPU shares one host
+   * thread, so this is what a line's IOPS is the inverse of once CPU-bound.
+   */
+  machineUsPerIo: number;
   fioCpuPct: number;
   perIo?: PerIo;
   reapPercentiles?: Record<string, number>;
@@ -368,10 +395,11 @@ function setUp(v: Variant, w: Workload): Device {
     ublksrvLive = true;
     return { path: d.path, ublksrvId: d.id, pid: d.pid };
   }
-  const d = JSON.parse(ublk(['add', ...v.ublk!(w), '--json'])) as { id: number; blockDevice: string; pid: number };
-  live.add(d.id);
+  const cli = v.cli ?? UBLK;
+  const d = JSON.parse(ublk(['add', ...v.ublk!(w), '--json'], cli)) as { id: number; blockDevice: string; pid: number };
+  live.set(d.id, cli);
   if (!statSync(d.blockDevice).isBlockDevice()) throw new Error(`${d.blockDevice} is not a block device`);
-  return { path: d.blockDevice, id: d.id, pid: d.pid };
+  return { path: d.blockDevice, id: d.id, pid: d.pid, cli };
 }
 
 function tearDown(d: Device): void {
@@ -380,7 +408,7 @@ function tearDown(d: Device): void {
     ublksrvLive = false;
   }
   if (d.id === undefined) return;
-  ublk(['del', '-n', String(d.id)]);
+  ublk(['del', '-n', String(d.id)], d.cli);
   live.delete(d.id);
 }
 
@@ -427,10 +455,12 @@ function runLine(v: Variant, w: Workload): Line {
       ratio: null,
       vsUblksrv: null,
       cpuBusyPct: (100 * (c1[0] - c0[0])) / Math.max(1, c1[1] - c0[1]),
+      // busy ticks over fio's whole window (ramp included) by the IOs of that window at the measured rate
+      machineUsPerIo: (((c1[0] - c0[0]) / HZ) * 1e6) / Math.max(1, r.iops * (seconds + ramp)),
       fioCpuPct: r.fioCpuPct,
     };
     if (d.id !== undefined) {
-      const s = JSON.parse(ublk(['stats', '-n', String(d.id), '--json'])) as StatsJson;
+      const s = JSON.parse(ublk(['stats', '-n', String(d.id), '--json'], d.cli)) as StatsJson;
       // The counters include the ramp and the partition scan; fio's count is
       // of the measured window: per-IO figures use the daemon's own count.
       const ios = s.total.reads + s.total.writes + s.total.flushes;
@@ -589,6 +619,15 @@ out.push(
     ? `ublksrv ${UBLKSRV}: same queues and depth, scheduler none like ublk-ts; vs ublksrv: against ublksrv null for the null lines, else ublksrv loop`
     : `no ublksrv lines: ${ublksrvMissing}`,
 );
+if (BASELINE !== '') {
+  let commit = '';
+  try {
+    commit = ` at ${sh('git', ['-C', BASELINE, 'log', '-1', '--format=%h %s']).trim()}`;
+  } catch {
+    /* not a git checkout: the directory says enough */
+  }
+  out.push(`baseline: the ublk-ts in ${BASELINE}${commit}, same rounds`);
+}
 out.push('');
 out.push(`${pad('workload / variant', 34)}${lpad('IOPS|MB/s', 12)}${lpad('mean µs', 10)}${lpad('p99 µs', 10)}${lpad('vs kloop', 10)}${lpad('vs ublksrv', 12)}${lpad('CPU %', 7)}  rounds`);
 const fmtRuns = (xs: number[], digits: number): string => xs.map((x) => x.toFixed(digits)).join(' ');
@@ -611,26 +650,32 @@ if (nullLines.length > 0) {
   for (const l of nullLines) out.push(`  ${pad(wName(l.workload).label, 40)}${lpad(l.vsNullBlk!.toFixed(2), 6)}`);
 }
 out.push('');
-out.push('per IO: dispatcher loops (enters), blocking waits, io_submit calls, AIO ring reaps that found completions (ublk-ts only),');
-out.push('daemon context switches (csw), daemon CPU µs (all threads; user, kernel) and % of one CPU; poll hits/misses');
+out.push('per IO: busy CPU µs of the whole guest (all CPUs: fio, server, interrupts), dispatcher loops (enters), blocking waits,');
+out.push('io_submit calls, AIO ring reaps that found completions (ublk-ts only), the serving daemon\'s context switches (csw),');
+out.push('its CPU µs (all threads; user, kernel) and % of one CPU; poll hits/misses');
 out.push(
-  `${pad('workload / variant', 34)}${lpad('enters', 8)}${lpad('waits', 8)}${lpad('submits', 9)}${lpad('reaps', 8)}${lpad('csw', 7)}` +
+  `${pad('workload / variant', 34)}${lpad('guest', 7)}${lpad('enters', 8)}${lpad('waits', 8)}${lpad('submits', 9)}${lpad('reaps', 8)}${lpad('csw', 7)}` +
     `${lpad('cpu µs', 8)}${lpad('usr', 6)}${lpad('sys', 6)}${lpad('cpu %', 7)}${lpad('poll h/m', 14)}`,
 );
 for (const w of workloads) {
   out.push(w.label);
-  for (const l of lines.filter((x) => x.workload === w.key && x.perIo !== undefined)) {
-    const p = l.perIo!;
+  for (const l of lines.filter((x) => x.workload === w.key)) {
+    const guest = `  ${pad(l.label, 32)}${lpad(l.machineUsPerIo.toFixed(0), 7)}`;
+    const p = l.perIo;
+    if (p === undefined) {
+      out.push(guest); // no serving process: the kernel's own drivers
+      continue;
+    }
     const f = (x: number | undefined): string => (x === undefined ? '-' : x.toFixed(2));
     out.push(
-      `  ${pad(l.label, 32)}${lpad(f(p.entersPerIo), 8)}${lpad(f(p.waitsPerIo), 8)}${lpad(f(p.submitsPerIo), 9)}${lpad(f(p.reapsPerIo), 8)}${lpad(f(p.ctxSwitchesPerIo), 7)}` +
+      `${guest}${lpad(f(p.entersPerIo), 8)}${lpad(f(p.waitsPerIo), 8)}${lpad(f(p.submitsPerIo), 9)}${lpad(f(p.reapsPerIo), 8)}${lpad(f(p.ctxSwitchesPerIo), 7)}` +
         `${lpad(p.daemonCpuUsPerIo.toFixed(0), 8)}${lpad(p.daemonUserUsPerIo.toFixed(0), 6)}${lpad(p.daemonSysUsPerIo.toFixed(0), 6)}${lpad(p.daemonCpuPct.toFixed(0), 7)}${lpad((p.pollHits ?? 0) + (p.pollMisses ?? 0) > 0 ? `${p.pollHits}/${p.pollMisses}` : '-', 14)}`,
     );
   }
 }
 out.push('');
 out.push('completions per reap, ublk-ts loop AIO engine (percentiles as in seed 000)');
-const REAP_LABELS: Record<string, string> = { 'ublk-aio': 'poll off', 'ublk-aio-poll': 'poll on', 'ublk-aio-mqdl': 'mq-deadline' };
+const REAP_LABELS: Record<string, string> = { 'ublk-aio': 'poll off', 'ublk-aio-poll': 'poll on', 'ublk-aio-mqdl': 'mq-deadline', 'ublk-aio-base': 'baseline' };
 out.push(`${pad('', 48)}${REAP_PERCENTILES.map((p) => lpad(String(p), 6)).join('')}`);
 for (const w of workloads) {
   for (const l of lines.filter((x) => x.workload === w.key && x.reapPercentiles !== undefined)) {

@@ -8,7 +8,8 @@
  * 2. strace -c -f on the daemon: syscalls per IO; also of ublksrv's daemon
  *    (variants ublksrv-loop, ublksrv-null, with $UBLK_UBLKSRV set).
  * 3. perf record -e cpu-clock -a (when perf works in the guest): where the
- *    whole machine spends its time, ublk-ts against the kernel loop driver.
+ *    whole machine spends its time, ublk-ts against the kernel loop driver
+ *    and ublksrv, with the serving daemon's threads on their own.
  *
  *   node dist/bench/ublk/profile.js --image IMG [--seconds 10] [--out DIR]
  *        [--variants aio,uring,null] [--steps cpuprof,strace,perf]
@@ -49,7 +50,7 @@ const addArgs: Record<string, string[]> = {
   uring: ['-t', 'loop', '-f', image, '--engine', 'uring'],
   null: ['-t', 'null', '-s', '1G'],
 };
-/** ublksrv variants: strace only (no counters, no JavaScript). */
+/** ublksrv variants: strace and perf (no counters, no JavaScript). */
 const ublksrvArgs: Record<string, ['loop' | 'null', string[]]> = {
   'ublksrv-loop': ['loop', ['-f', image]],
   'ublksrv-null': ['null', []],
@@ -249,8 +250,10 @@ function straceCount(variant: string): void {
 
 // ---- 3. perf, whole machine -------------------------------------------------------
 
-function perfProfile(label: string, path: string): void {
+/** `daemon`: the serving process, whose threads get their own reports (none for the kernel loop driver). */
+function perfProfile(label: string, path: string, daemon?: { pid: number; js: boolean }): void {
   const data = join(out, `perf-${label}.data`);
+  fio(path, 4); // warm up first: a JIT still compiling is not the steady state
   const rec = spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-a', '-o', data, '--', 'sleep', String(seconds - 2)], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   rec.stderr.on('data', (c: Buffer) => (err += c.toString()));
@@ -269,15 +272,25 @@ function perfProfile(label: string, path: string): void {
     for (const l of lines.slice(0, max)) console.log(`  ${l.trim()}`);
     if (lines.length === 0) console.log(`  (nothing: ${(rep.stderr ?? '').trim().split('\n').slice(-2).join(' ')})`);
   };
-  report('by command and object', ['--sort', 'comm,dso', '--percent-limit', '0.5'], 15);
-  report('by symbol, all', ['--sort', 'sym', '--percent-limit', '0.7'], 25);
-  const comm = label.startsWith('ublk-ts') ? 'node' : 'fio';
-  report(`by symbol, ${comm} only (share of all samples)`, ['--comms', comm, '--sort', 'dso,sym', '--percent-limit', '0.3'], 40);
-  if (comm === 'node') {
-    report('node by thread (queue worker, main, V8 compiler/GC helpers)', ['--comms', 'node', '--sort', 'pid', '--percent-limit', '0.3'], 12);
-    report('node, inside the node binary (V8 runtime, builtins, compiler)', ['--comms', 'node', '--dsos', 'node', '--sort', 'sym', '--percent-limit', '0.1'], 40);
-    report('node by thread and symbol', ['--comms', 'node', '--sort', 'pid,dso,sym', '--percent-limit', '0.15'], 60);
+  // perf report over all samples stops at some samples of fio or node
+  // ("failed to process sample"); perf script goes on: count by command.
+  const script = spawnSync('perf', ['script', '-i', data, '-F', 'comm'], { encoding: 'utf8', maxBuffer: 1 << 28 });
+  const byComm = new Map<string, number>();
+  let all = 0;
+  for (const c of (script.stdout ?? '').split('\n')) {
+    const k = c.trim();
+    if (k === '') continue;
+    all++;
+    byComm.set(k, (byComm.get(k) ?? 0) + 1);
   }
+  console.log(`  -- by command (${all} samples; swapper is idle)`);
+  for (const [k, n] of [...byComm.entries()].sort((x, y) => y[1] - x[1]).slice(0, 10)) console.log(`  ${((100 * n) / all).toFixed(2).padStart(6)}%  ${k}`);
+  report('by command, fio only (share of all samples)', ['--comms', 'fio', '--sort', 'dso,sym', '--percent-limit', '0.3'], 25);
+  if (daemon === undefined) return;
+  const pid = ['--pid', String(daemon.pid)];
+  report(`by symbol, the daemon (pid ${daemon.pid}) only (share of all samples)`, [...pid, '--sort', 'dso,sym', '--percent-limit', '0.3'], 40);
+  report('the daemon by thread', [...pid, '--sort', 'pid', '--percent-limit', '0.3'], 12);
+  if (daemon.js) report('the daemon, inside the node binary (V8 runtime, builtins, compiler)', [...pid, '--dsos', 'node', '--sort', 'sym', '--percent-limit', '0.1'], 30);
 }
 
 // ---- run ------------------------------------------------------------------------------
@@ -297,11 +310,25 @@ if (steps.includes('perf')) {
   for (const v of ours) {
     // --perf-basic-prof: /tmp/perf-PID.map names the JIT-compiled JavaScript for perf
     const env = { ...process.env, NODE_OPTIONS: '--perf-basic-prof' };
-    const d = JSON.parse(ublk(['add', ...addArgs[v], '--json'], env)) as { id: number; blockDevice: string };
+    const d = JSON.parse(ublk(['add', ...addArgs[v], '--json'], env)) as { id: number; blockDevice: string; pid: number };
     try {
-      perfProfile(`ublk-ts ${v}`, d.blockDevice);
+      perfProfile(`ublk-ts ${v}`, d.blockDevice, { pid: d.pid, js: true });
     } finally {
       ublk(['del', '-n', String(d.id)]);
+    }
+  }
+  const found = findUblksrv();
+  for (const v of variants.filter((x) => x in ublksrvArgs)) {
+    if ('missing' in found) {
+      console.log(`\n== perf, ${v}: left out, ${found.missing}`);
+      continue;
+    }
+    const [type, args] = ublksrvArgs[v];
+    const d = addUblksrv(found.bin, 1000, type, ['-q', '1', '-d', '128', ...args]);
+    try {
+      perfProfile(v, d.path, { pid: d.pid, js: false });
+    } finally {
+      delUblksrv(found.bin, d.id);
     }
   }
 }
