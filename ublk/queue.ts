@@ -18,8 +18,15 @@ import { SysError } from '../sys/error.js';
 import { NativeMemory, MAP_POPULATE, MAP_SHARED, PROT_READ, roundUp, PAGE_SIZE } from '../sys/memory.js';
 import { pollReadable } from '../sys/native.js';
 import { AdaptivePoller } from '../sys/poller.js';
-import { IORING_ENTER_GETEVENTS, IORING_SETUP_COOP_TASKRUN, IORING_SETUP_TASKRUN_FLAG } from '../sys/uring/constants.js';
-import { prepRead, prepUringCmd, putU64, sqeSetData } from '../sys/uring/prep.js';
+import {
+  IORING_CQE_F_MORE,
+  IORING_ENTER_GETEVENTS,
+  IORING_SETUP_COOP_TASKRUN,
+  IORING_SETUP_TASKRUN_FLAG,
+  IOSQE_FIXED_FILE,
+  POLLIN,
+} from '../sys/uring/constants.js';
+import { prepPollMultishot, prepRead, prepUringCmd, putU64, sqeSetData, sqeSetFlags } from '../sys/uring/prep.js';
 import { IoUring } from '../sys/uring/ring.js';
 import { USER_DATA_INTERNAL, USER_DATA_IO_CMD, USER_DATA_TARGET, userDataKind, userDataOwner } from '../sys/uring/user-data.js';
 import type { QueueContext, Target, TargetQueue } from '../target/target.js';
@@ -28,7 +35,7 @@ import * as U from './uapi.js';
 
 // Low words of USER_DATA_INTERNAL CQEs.
 const KICK = 0; // the daemon's stop eventfd
-const TARGET_EVENT = 1; // the target's completion eventfd
+const TARGET_EVENT = 1; // the target's completion eventfd (a multishot poll)
 
 // Tag states.
 const FETCHING = 0; // a fetch or commit-and-fetch is with the kernel
@@ -89,19 +96,32 @@ export interface QueueKernel {
   close(): void;
 }
 
-/** /dev/ublkc<devId>: the queue's descriptors mapped read-only, IO commands as uring_cmds on the char device. */
+/** The char device's slot in the queue ring's fixed file table (as in ublksrv). */
+const CDEV_FIXED_FILE = 0;
+
+/**
+ * /dev/ublkc<devId>: the queue's descriptors mapped read-only, IO commands
+ * as uring_cmds on the char device, registered as fixed file 0 of the ring.
+ */
 class UblkCharDevice implements QueueKernel {
   readonly desc: Uint32Array;
   private readonly mem: NativeMemory;
 
-  constructor(private readonly cdevFd: number, devId: number, private readonly qId: number, depth: number) {
+  constructor(ring: IoUring, cdevFd: number, devId: number, private readonly qId: number, depth: number) {
     const bytes = roundUp(depth * U.ublksrv_io_desc.SIZE, PAGE_SIZE);
     this.mem = NativeMemory.map(bytes, PROT_READ, MAP_SHARED | MAP_POPULATE, cdevFd, U.descOffset(qId), `/dev/ublkc${devId}`);
     this.desc = new Uint32Array(this.mem.buffer);
+    try {
+      ring.registerFiles([cdevFd]);
+    } catch (e) {
+      this.mem.free();
+      throw e;
+    }
   }
 
   prepIoCmd(ring: IoUring, sqe: number, cmdOp: number, tag: number, result: number, bufAddr: number): void {
-    const w = prepUringCmd(ring, sqe, this.cdevFd, cmdOp);
+    const w = prepUringCmd(ring, sqe, CDEV_FIXED_FILE, cmdOp);
+    sqeSetFlags(ring, sqe, IOSQE_FIXED_FILE);
     const u32 = ring.sqe32;
     // struct ublksrv_io_cmd: q_id u16 | tag u16, result i32, addr u64
     u32[w] = this.qId | (tag << 16);
@@ -142,7 +162,7 @@ export class UblkQueue implements QueueContext {
   private readonly desc: Uint32Array;
   private readonly bufMem: NativeMemory;
   private readonly buffers: Uint8Array[] = [];
-  /** 8-byte landing spots for the eventfd reads. */
+  /** The 8-byte landing spot for the kick eventfd's read. */
   private readonly scratch: NativeMemory;
   private readonly tagState: Uint8Array;
   /** Op and length of the request each tag holds, to check the target's result. */
@@ -173,20 +193,20 @@ export class UblkQueue implements QueueContext {
     // when it waits. Async targets need the event loop, whose epoll sleep
     // only a non-cooperative task work notification wakes.
     this.sync = target.sync === true;
-    // Room for a fetch/commit per tag, a target SQE per tag, and the two eventfd reads.
+    // Room for a fetch/commit per tag, a target SQE per tag, the kick read and the target poll.
     const entries = 2 ** Math.ceil(Math.log2(2 * this.depth + 2));
     this.ring = new IoUring(entries, { flags: this.sync ? IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG : 0 });
     this.tagState = new Uint8Array(this.depth);
     this.tagOp = new Uint8Array(this.depth);
     this.tagLength = new Uint32Array(this.depth);
     try {
-      this.kernel = kernel !== undefined ? kernel(this.ring) : new UblkCharDevice(opts.cdevFd, this.devId, this.qId, this.depth);
+      this.kernel = kernel !== undefined ? kernel(this.ring) : new UblkCharDevice(this.ring, opts.cdevFd, this.devId, this.qId, this.depth);
       this.desc = this.kernel.desc;
       this.bufMem = NativeMemory.aligned(this.depth * this.maxIoSize, PAGE_SIZE);
       for (let t = 0; t < this.depth; t++) {
         this.buffers.push(new Uint8Array(this.bufMem.buffer, t * this.maxIoSize, this.maxIoSize));
       }
-      this.scratch = NativeMemory.aligned(16, 16);
+      this.scratch = NativeMemory.aligned(8, 8);
     } catch (e) {
       this.ring.close();
       throw e;
@@ -242,11 +262,11 @@ export class UblkQueue implements QueueContext {
     throw new QueueError(busy ? `${why.message}, ${this.busyEnters} times in a row` : why.message, { cause: why });
   }
 
-  /** FETCH_REQ for every tag, plus the eventfd reads; returns once the kernel has them all. */
+  /** FETCH_REQ for every tag, the kick read and the target poll; returns once the kernel has them all. */
   fetchAll(): void {
     for (let tag = 0; tag < this.depth; tag++) this.prepIoCmd(U.UBLK_U_IO_FETCH_REQ, tag, 0);
-    this.armRead(this.kickFd, KICK);
-    if (this.target.eventFd !== undefined && this.target.eventFd >= 0) this.armRead(this.target.eventFd, TARGET_EVENT);
+    this.armKick();
+    if (this.target.eventFd !== undefined && this.target.eventFd >= 0) this.armTargetPoll(this.target.eventFd);
     for (let i = 0; this.ring.sqPending() > 0; i++) {
       if (i >= MAX_BUSY_ENTERS) throw new QueueError(`the kernel took only part of the fetches (${this.ring.sqPending()} left)`);
       this.entered(this.ring.submit());
@@ -259,10 +279,22 @@ export class UblkQueue implements QueueContext {
     sqeSetData(this.ring, sqe, tag, USER_DATA_IO_CMD);
   }
 
-  private armRead(fd: number, which: number): void {
+  /** A read of the daemon's kick eventfd: it completes when the daemon signals (rarely: a stop). */
+  private armKick(): void {
     const sqe = this.getSqe();
-    prepRead(this.ring, sqe, fd, this.scratch.addr + which * 8, 8, 0);
-    sqeSetData(this.ring, sqe, which, USER_DATA_INTERNAL);
+    prepRead(this.ring, sqe, this.kickFd, this.scratch.addr, 8, 0);
+    sqeSetData(this.ring, sqe, KICK, USER_DATA_INTERNAL);
+  }
+
+  /**
+   * A multishot poll of the target's eventfd: a CQE whenever it is
+   * signalled, with nothing to arm again and no read per round (the
+   * counter is never read; the target's reap() finds what finished).
+   */
+  private armTargetPoll(fd: number): void {
+    const sqe = this.getSqe();
+    prepPollMultishot(this.ring, sqe, fd, POLLIN);
+    sqeSetData(this.ring, sqe, TARGET_EVENT, USER_DATA_INTERNAL);
   }
 
   complete(tag: number, res: number): void {
@@ -421,7 +453,7 @@ export class UblkQueue implements QueueContext {
       const owner = userDataOwner(hi);
       if (owner === USER_DATA_IO_CMD) this.onIoCmd(lo, res);
       else if (owner === USER_DATA_TARGET) this.onTargetCqe(lo, userDataKind(hi), res);
-      else this.onInternal(lo, res);
+      else this.onInternal(lo, res, ring.cqeFlags(i));
     }
     ring.cqAdvance(n);
     if (this.failure !== null) return;
@@ -458,17 +490,21 @@ export class UblkQueue implements QueueContext {
     }
   }
 
-  /** An eventfd read finished: re-arm it, unless it failed (which ends the queue) or the daemon asks us to stop. */
-  private onInternal(which: number, res: number): void {
-    const failed = res < 0 && res !== -EAGAIN && res !== -EINTR;
+  /**
+   * The kick read finished: stop if the daemon asks, else read again (a
+   * failed read ends the queue: the stop request would be lost). Or the
+   * target's eventfd was signalled: the reap that follows this turn
+   * collects the completions; the poll is armed again only when the kernel
+   * ended it (no F_MORE, after a CQ overflow), and a poll error ends the queue.
+   */
+  private onInternal(which: number, res: number, flags: number): void {
     if (which === KICK) {
       if (Atomics.load(this.control, 0) === QUEUE_STOP) this.stopRequested = true;
-      else if (failed) this.fail(new QueueError(`reading the daemon's stop eventfd: ${new SysError('read', -res).message}`));
-      else this.armRead(this.kickFd, KICK);
+      else if (res < 0 && res !== -EAGAIN && res !== -EINTR) this.fail(new QueueError(`reading the daemon's stop eventfd: ${new SysError('read', -res).message}`));
+      else this.armKick();
     } else if (which === TARGET_EVENT) {
-      // The reap that follows this turn collects the completions; re-arm for the next ones.
-      if (failed) this.fail(new QueueError(`target ${this.targetName}: reading its completion eventfd: ${new SysError('read', -res).message}`));
-      else if (this.target.eventFd !== undefined) this.armRead(this.target.eventFd, TARGET_EVENT);
+      if (res < 0) this.fail(new QueueError(`target ${this.targetName}: polling its completion eventfd: ${new SysError('poll', -res).message}`));
+      else if ((flags & IORING_CQE_F_MORE) === 0 && this.target.eventFd !== undefined) this.armTargetPoll(this.target.eventFd);
     }
   }
 

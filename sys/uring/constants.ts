@@ -58,8 +58,15 @@ export const IORING_MSG_DATA = 0;
 export const IORING_FSYNC_DATASYNC = 1 << 0;
 
 // io_uring_register() opcodes
+export const IORING_REGISTER_FILES = 2;
 export const IORING_REGISTER_EVENTFD = 4;
 export const IORING_UNREGISTER_EVENTFD = 5;
 
 // poll(2) events, for IORING_OP_POLL_ADD
 export const POLLIN = 0x0001;
+
+// sqe.len of IORING_OP_POLL_ADD
+export const IORING_POLL_ADD_MULTI = 1 << 0;
+
+// cqe.flags
+export const IORING_CQE_F_MORE = 1 << 1;

@@ -11,6 +11,7 @@ import {
   IORING_OP_MSG_RING,
   IORING_OP_NOP,
   IORING_OP_POLL_ADD,
+  IORING_POLL_ADD_MULTI,
   IORING_OP_READ,
   IORING_OP_URING_CMD,
   IORING_OP_WRITE,
@@ -76,6 +77,17 @@ export function prepFallocate(ring: IoUring, sqe: number, fd: number, mode: numb
 /** One-shot poll for `events` (POLLIN …) on fd. */
 export function prepPollAdd(ring: IoUring, sqe: number, fd: number, events: number): void {
   const w = prepRw(ring, sqe, IORING_OP_POLL_ADD, fd, 0, 0, 0);
+  ring.sqe32[w + (S.rw_flags >> 2)] = events;
+}
+
+/**
+ * Multishot poll (IORING_POLL_ADD_MULTI): one CQE with IORING_CQE_F_MORE
+ * per wake-up of fd's wait queue for `events`, edge-triggered (the kernel
+ * adds EPOLLET unless IORING_POLL_ADD_LEVEL), until a CQE without F_MORE
+ * says it ended (CQ overflow, cancellation) and must be armed again.
+ */
+export function prepPollMultishot(ring: IoUring, sqe: number, fd: number, events: number): void {
+  const w = prepRw(ring, sqe, IORING_OP_POLL_ADD, fd, 0, IORING_POLL_ADD_MULTI, 0);
   ring.sqe32[w + (S.rw_flags >> 2)] = events;
 }
 

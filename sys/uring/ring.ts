@@ -7,6 +7,7 @@ import {
   IORING_OFF_CQ_RING,
   IORING_OFF_SQES,
   IORING_OFF_SQ_RING,
+  IORING_REGISTER_FILES,
   IORING_SETUP_CQE32,
   IORING_SETUP_CQSIZE,
   IORING_SETUP_SQE128,
@@ -151,8 +152,11 @@ export class IoUring {
     if (this.sqSpace() === 0) return -1;
     const idx = this.sqeTail & this.sqMask;
     this.sqeTail = (this.sqeTail + 1) >>> 0;
-    const w = idx * this.sqeWords;
-    this.sqe32.fill(0, w, w + this.sqeWords);
+    const sqe32 = this.sqe32;
+    const end = (idx + 1) * this.sqeWords;
+    // A plain loop, not fill(): TypedArray.prototype.fill is a call into
+    // V8's C++ runtime, which costs more than the 16 stores it would save.
+    for (let w = idx * this.sqeWords; w < end; w++) sqe32[w] = 0;
     return idx;
   }
 
@@ -239,6 +243,15 @@ export class IoUring {
     // reuse the slots; pairs with the control dependency on cq.head in
     // io_get_cqe_overflow() / __io_cqring_events().
     Atomics.store(this.cq32, this.cqKhead, this.cqHead);
+  }
+
+  /**
+   * IORING_REGISTER_FILES: fds[i] becomes fixed file i, for SQEs with
+   * IOSQE_FIXED_FILE and sqe.fd = i, which skip the fget/fput of a file
+   * table lookup per SQE. Once per ring; closing the ring drops them.
+   */
+  registerFiles(fds: readonly number[]): void {
+    check(native.io_uring_register(this.fd, IORING_REGISTER_FILES, Int32Array.from(fds), fds.length), 'io_uring_register');
   }
 
   close(): void {

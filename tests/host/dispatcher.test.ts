@@ -237,7 +237,7 @@ t.test('7 io_uring_enter: a lasting error ends the queue; EBUSY is retried, but 
   t.same(once.fake.commits, [{ tag: 0, result: 4 * KiB }], 'a passing EBUSY costs nothing');
 });
 
-t.test('8 an eventfd read that fails ends the queue (the stop request would be lost otherwise)', async (t) => {
+t.test('8 an eventfd the queue cannot wait on ends the queue (the stop request or completions would be lost otherwise)', async (t) => {
   const wronly = file.open('/dev/null', file.O_WRONLY);
   t.teardown(() => file.close(wronly));
   const echo = testTarget((_ctx, _tag, _op, length) => length).target;
@@ -248,10 +248,11 @@ t.test('8 an eventfd read that fails ends the queue (the stop request would be l
     name: 'evt',
     sync: true,
     open: () => ({ size: 1 << 20 }),
-    createQueue: () => ({ eventFd: wronly, queueIo: () => 0 }),
+    // no such fd (far above the fds this process has open)
+    createQueue: () => ({ eventFd: 1 << 20, queueIo: () => 0 }),
   };
   const e = await setup(t, withEventFd);
-  await t.rejects(e.queue.run(), { name: 'QueueError', message: 'target evt: reading its completion eventfd: read: Bad file descriptor' });
+  await t.rejects(e.queue.run(), { name: 'QueueError', message: 'target evt: polling its completion eventfd: poll: Bad file descriptor' });
 });
 
 t.test('9 the loop target, both engines, on a file that shrank: a read across its end is short, one past it EIO', async (t) => {
@@ -280,4 +281,28 @@ t.test('9 the loop target, both engines, on a file that shrank: a read across it
     const buf = Buffer.from(s.queue.buffer(0).subarray(0, 6 * KiB));
     t.ok(buf.every((b) => b === 0x5a), `${engine}: the bytes read are the file's`);
   }
+});
+
+t.test('10 the AIO eventfd wakes a waiting queue round after round, though nobody reads it', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ublk-dispatch-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'rounds.img');
+  writeFileSync(path, Buffer.alloc(256 * KiB, 0x3c));
+  const dev = loop.open({ file: path, engine: 'aio' }) as Awaited<ReturnType<typeof loop.open>>;
+  t.teardown(() => dev.close?.());
+  const s = await setup(t, loop as Target<never>, { queueData: dev.queueData });
+  // One request at a time: each commit (made after the eventfd woke the
+  // queue from its wait) brings the next request, 200 times.
+  const total = 200;
+  let sent = 0;
+  const next = (tag: number) => s.fake.request(tag, { op: UBLK_IO_OP_READ, offset: (sent++ % 64) * 4 * KiB, length: 4 * KiB });
+  s.fake.onCommit = (c) => {
+    if (sent < total) next(c.tag);
+    else if (s.fake.commits.length === total) s.fake.abortAll();
+  };
+  next(0);
+  await s.queue.run();
+  t.equal(s.fake.commits.length, total, 'every request was served');
+  t.ok(s.fake.commits.every((c) => c.result === 4 * KiB), 'each read got its 4 KiB');
+  t.ok(s.stats[QS.waits] >= total / 2, `the queue slept while the reads were on the disk (${s.stats[QS.waits]} waits)`);
 });

@@ -5,8 +5,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as file from '../../sys/file.js';
 import { NativeMemory } from '../../sys/memory.js';
-import { IORING_SETUP_COOP_TASKRUN, IORING_SETUP_SQE128, IORING_SETUP_TASKRUN_FLAG, IORING_FSYNC_DATASYNC } from '../../sys/uring/constants.js';
-import { prepFallocate, prepFsync, prepMsgRing, prepNop, prepRead, prepWrite, sqeSetData } from '../../sys/uring/prep.js';
+import { EventFd } from '../../sys/eventfd.js';
+import {
+  IORING_CQE_F_MORE,
+  IORING_FSYNC_DATASYNC,
+  IORING_SETUP_COOP_TASKRUN,
+  IORING_SETUP_SQE128,
+  IORING_SETUP_TASKRUN_FLAG,
+  IOSQE_FIXED_FILE,
+  POLLIN,
+} from '../../sys/uring/constants.js';
+import { prepFallocate, prepFsync, prepMsgRing, prepNop, prepPollMultishot, prepRead, prepWrite, sqeSetData, sqeSetFlags } from '../../sys/uring/prep.js';
 import { IoUring } from '../../sys/uring/ring.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ublk-uring-'));
@@ -96,6 +105,53 @@ t.test('a read of a bad fd completes with -EBADF', async (t) => {
   sqeSetData(ring, sqe, 9, 0);
   ring.submitAndWait(1);
   t.same(drain(ring), [{ lo: 9, hi: 0, res: -9 }]);
+});
+
+t.test('a registered file is read through its fixed-file index', async (t) => {
+  const path = join(dir, 'fixed');
+  writeFileSync(path, Buffer.alloc(4096, 0x6b));
+  const fd = file.open(path, file.O_RDONLY);
+  const mem = NativeMemory.aligned(4096);
+  const ring = new IoUring(4);
+  t.teardown(() => {
+    ring.close();
+    mem.free();
+    file.close(fd);
+  });
+  ring.registerFiles([fd]);
+  const sqe = ring.getSqe();
+  prepRead(ring, sqe, 0, mem.addr, 4096, 0);
+  sqeSetFlags(ring, sqe, IOSQE_FIXED_FILE);
+  sqeSetData(ring, sqe, 5, 0);
+  ring.submitAndWait(1);
+  t.same(drain(ring), [{ lo: 5, hi: 0, res: 4096 }]);
+  t.ok(new Uint8Array(mem.buffer).every((b) => b === 0x6b), "the file's bytes");
+  t.throws(() => ring.registerFiles([fd]), { code: 'EBUSY' }, 'a second table is refused');
+});
+
+t.test('a multishot poll posts a CQE per signal of an eventfd nobody reads, and stays armed', async (t) => {
+  const efd = new EventFd();
+  const ring = new IoUring(8);
+  t.teardown(() => {
+    ring.close();
+    efd.close();
+  });
+  const sqe = ring.getSqe();
+  prepPollMultishot(ring, sqe, efd.fd, POLLIN);
+  sqeSetData(ring, sqe, 7, 0);
+  ring.submit();
+  t.equal(ring.cqReady(), 0, 'nothing before the first signal');
+  for (let i = 0; i < 3; i++) {
+    efd.signal();
+    ring.submitAndWait(1);
+    const n = ring.cqReady();
+    t.equal(n, 1, `signal ${i + 1}: one CQE`);
+    t.equal(ring.cqeDataLo(0), 7);
+    t.equal(ring.cqeRes(0) & POLLIN, POLLIN, 'readable');
+    t.ok(ring.cqeFlags(0) & IORING_CQE_F_MORE, 'F_MORE: still armed');
+    ring.cqAdvance(n);
+  }
+  t.equal(efd.drain(), 3, 'the counter was never read');
 });
 
 t.test('SQE128 rings hand out 128-byte entries', async (t) => {

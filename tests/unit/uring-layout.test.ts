@@ -30,6 +30,8 @@ t.test('opcodes and flags match the header', async (t) => {
   t.same([C.IORING_SETUP_COOP_TASKRUN, C.IORING_SETUP_TASKRUN_FLAG, C.IORING_SETUP_SQE128, C.IORING_SETUP_CQE32], [256, 512, 1024, 2048]);
   t.same([C.IORING_OFF_SQ_RING, C.IORING_OFF_CQ_RING, C.IORING_OFF_SQES], [0, 0x8000000, 0x10000000]);
   t.equal(C.IORING_SQ_TASKRUN, 4);
+  t.same([C.IORING_POLL_ADD_MULTI, C.IORING_CQE_F_MORE, C.POLLIN], [1, 2, 1]);
+  t.same([C.IORING_REGISTER_FILES, C.IOSQE_FIXED_FILE], [2, 1]);
 });
 
 t.test('user_data: the owner in the top two bits of the high word, its kind below, both read back', async (t) => {
