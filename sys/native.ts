@@ -55,6 +55,7 @@ const c_free = libc.func('void free(void *ptr)');
 const c_eventfd = libc.func('int eventfd(unsigned int initval, int flags)');
 const c_strerror = libc.func('const char *strerror(int errnum)');
 const c_flock = libc.func('int flock(int fd, int operation)');
+const c_sched_setaffinity = libc.func('int sched_setaffinity(int pid, size_t cpusetsize, const void *mask)');
 
 /** A pointer argument: an address, or JS memory whose data pointer koffi passes without copying. */
 export type Ptr = number | bigint | ArrayBufferView | ArrayBuffer | null;
@@ -114,6 +115,10 @@ export function ioctl(fd: number, request: number, arg: Ptr): number {
 }
 export function flock(fd: number, operation: number): number {
   return res(c_flock(fd, operation));
+}
+/** sched_setaffinity(2); pid 0 is the calling thread. */
+export function sched_setaffinity(pid: number, mask: Uint8Array): number {
+  return res(c_sched_setaffinity(pid, mask.byteLength, mask));
 }
 export function eventfd(initval: number, flags: number): number {
   return res(c_eventfd(initval, flags));

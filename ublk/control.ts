@@ -43,6 +43,9 @@ export class UblkCommandError extends SysError {
   }
 }
 
+/** glibc's sizeof(cpu_set_t): 1024 CPUs, a multiple of 8 bytes as ublk_drv asks. */
+const CPU_SET_BYTES = 128;
+
 interface CommandArgs {
   devId: number;
   queueId?: number;
@@ -185,6 +188,18 @@ export class UblkControl {
       dv.setUint32(U.ublk_params.len, size, true);
       await this.command(U.UBLK_U_CMD_GET_PARAMS, { devId, buf, len: size });
       return decodeParams(dv);
+    });
+  }
+
+  /**
+   * GET_QUEUE_AFFINITY: the CPUs whose requests blk-mq maps to queue qId, as
+   * a cpu_set_t bit mask (CPU n is bit n % 8 of byte n / 8), for
+   * sched_setaffinity of that queue's thread.
+   */
+  async getQueueAffinity(devId: number, qId: number): Promise<Uint8Array> {
+    return this.withBuffer(CPU_SET_BYTES, async (buf) => {
+      await this.command(U.UBLK_U_CMD_GET_QUEUE_AFFINITY, { devId, data: qId, buf, len: CPU_SET_BYTES });
+      return new Uint8Array(buf.buffer.slice(0, CPU_SET_BYTES));
     });
   }
 

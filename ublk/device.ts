@@ -148,6 +148,7 @@ export class UblkDevice {
     let pool: QueuePool | null = null;
     try {
       cdevFd = await openCharDev(id);
+      const cpuMasks = await queueAffinities(ctrl, id, actual.queues);
       pool = await QueuePool.start({
         devId: id,
         queues: actual.queues,
@@ -157,6 +158,7 @@ export class UblkDevice {
         pollMaxNs: actual.pollMaxNs ?? 0,
         targetModule: actual.targetModule,
         queueData: device.queueData,
+        cpuMasks,
       });
       // A queue that dies while the kernel waits for its fetches would leave it waiting forever.
       const r = await within(Promise.race([go(process.pid).then(() => null), pool.failed]), READY_TIMEOUT_MS);
@@ -274,4 +276,15 @@ async function openCharDev(id: number): Promise<number> {
       await new Promise((r) => setTimeout(r, 20));
     }
   }
+}
+
+/**
+ * Each queue's CPUs (GET_QUEUE_AFFINITY), for its thread to run where blk-mq
+ * issues its requests, as ublksrv does: the request's task work then wakes
+ * a thread on the same CPU. A queue whose mask cannot be had runs anywhere.
+ */
+async function queueAffinities(ctrl: UblkControl, devId: number, queues: number): Promise<(Uint8Array | null)[]> {
+  const masks: (Uint8Array | null)[] = [];
+  for (let q = 0; q < queues; q++) masks.push(await ctrl.getQueueAffinity(devId, q).catch(() => null));
+  return masks;
 }

@@ -29,6 +29,8 @@ export interface QueuePoolOptions {
   targetModule: string;
   /** The target device's queueData, cloned into each worker. */
   queueData: unknown;
+  /** Each queue's CPU mask (cpu_set_t bytes) for its thread, or null: run anywhere. */
+  cpuMasks?: (Uint8Array | null)[];
 }
 
 const TIMEOUT = Symbol('timeout');
@@ -71,6 +73,7 @@ class QueueThread {
       pollMaxNs: o.pollMaxNs,
       targetModule: o.targetModule,
       queueData: o.queueData,
+      cpuMask: o.cpuMasks?.[qId] ?? null,
     };
     this.worker = new Worker(WORKER_URL, { workerData: data, name: `ublk${o.devId}q${qId}` });
     let onReady: () => void = () => undefined;

@@ -6,12 +6,15 @@
  * which reach the thread while it blocks in io_uring_enter.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import { sched_setaffinity } from '../sys/native.js';
 import { loadTarget } from '../target/registry.js';
 import { UblkQueue, type QueueOptions } from './queue.js';
 
 export interface QueueWorkerData extends QueueOptions {
   targetModule: string;
   queueData: unknown;
+  /** The CPUs to run on (cpu_set_t bytes), or null: anywhere. */
+  cpuMask: Uint8Array | null;
 }
 
 /** Worker → daemon. A worker that ends without 'failed' ended on purpose (the device stopped, or the daemon asked). */
@@ -27,6 +30,10 @@ function post(m: QueueMessage): void {
 
 async function main(): Promise<void> {
   const data = workerData as QueueWorkerData;
+  // Best effort, as in ublksrv: a queue that cannot be pinned (a cpuset that
+  // forbids those CPUs) serves as well from anywhere, just with more wake-ups
+  // across CPUs.
+  if (data.cpuMask !== null) sched_setaffinity(0, data.cpuMask);
   const target = await loadTarget(data.targetModule);
   const queue = new UblkQueue(data, target);
   try {

@@ -1,6 +1,6 @@
 // The native layer against the real kernel: errors, files, memory, eventfd.
 import t from 'tap';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SysError } from '../../sys/error.js';
@@ -81,4 +81,28 @@ t.test('eventfd counts signals and drains to zero', async (t) => {
   efd.signal(2);
   t.equal(efd.drain(), 3);
   t.equal(efd.drain(), 0);
+});
+
+t.test('sched_setaffinity pins the calling thread only', async (t) => {
+  // In a worker, as a queue thread is: the test process itself stays unpinned.
+  const src = `
+    const { parentPort } = require('node:worker_threads');
+    const { readFileSync } = require('node:fs');
+    import(${JSON.stringify(new URL('../../sys/native.js', import.meta.url).href)}).then((native) => {
+      const mask = new Uint8Array(128);
+      mask[0] = 1; // CPU 0
+      const r = native.sched_setaffinity(0, mask);
+      const mine = /Cpus_allowed_list:\\s*(\\S+)/.exec(readFileSync('/proc/thread-self/status', 'utf8'))[1];
+      parentPort.postMessage({ r, mine });
+    });
+  `;
+  const allowed = () => /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync('/proc/thread-self/status', 'utf8'))![1];
+  const before = allowed();
+  const { Worker } = await import('node:worker_threads');
+  const w = new Worker(src, { eval: true });
+  const m = await new Promise<{ r: number; mine: string }>((resolve) => w.once('message', resolve));
+  await w.terminate();
+  t.equal(m.r, 0);
+  t.equal(m.mine, '0', 'the worker thread runs on CPU 0 only');
+  t.equal(allowed(), before, `the main thread keeps its CPUs (${before})`);
 });
