@@ -56,6 +56,8 @@ class QueueThread {
   /** Why the queue failed (its 'failed' message, or how the thread died). */
   error: string | null = null;
   readonly ready: Promise<void>;
+  /** It has reported ready. */
+  isReady = false;
   readonly exited: Promise<void>;
   /** The thread has not ended yet. */
   running = true;
@@ -81,6 +83,7 @@ class QueueThread {
     this.worker.on('message', (m: QueueMessage) => {
       if (m.type === 'ready') {
         this.targetStats = m.statsBuffer;
+        this.isReady = true;
         onReady();
       } else if (m.type === 'failed') {
         this.error ??= m.message;
@@ -139,9 +142,14 @@ export class QueuePool {
     } catch (e) {
       r = e instanceof Error ? e.message : String(e);
     }
-    if (r === TIMEOUT || typeof r === 'string') {
+    if (r === TIMEOUT) {
+      const late = pool.threads.filter((t) => !t.isReady).map((t) => t.qId);
+      const which = late.length === 1 ? `queue ${late[0]} was` : `queues ${late.join(', ')} were`;
+      r = `${which} not ready within ${READY_TIMEOUT_MS / 1000} s: not yet loaded the target and fetched every tag`;
+    }
+    if (typeof r === 'string') {
       await pool.stopNow().catch(() => undefined);
-      throw new Error(r === TIMEOUT ? `the queues were not ready within ${READY_TIMEOUT_MS / 1000} s` : r);
+      throw new Error(r);
     }
     return pool;
   }

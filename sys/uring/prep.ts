@@ -74,9 +74,9 @@ export function prepFallocate(ring: IoUring, sqe: number, fd: number, mode: numb
   prepRw(ring, sqe, IORING_OP_FALLOCATE, fd, len, mode, offset);
 }
 
-/** One-shot poll for `events` (POLLIN …) on fd. */
-export function prepPollAdd(ring: IoUring, sqe: number, fd: number, events: number): void {
-  const w = prepRw(ring, sqe, IORING_OP_POLL_ADD, fd, 0, 0, 0);
+/** Poll for `events` (POLLIN …) on fd; one-shot unless pollFlags (the SQE's len) has IORING_POLL_ADD_MULTI. */
+export function prepPollAdd(ring: IoUring, sqe: number, fd: number, events: number, pollFlags = 0): void {
+  const w = prepRw(ring, sqe, IORING_OP_POLL_ADD, fd, 0, pollFlags, 0);
   ring.sqe32[w + (S.rw_flags >> 2)] = events;
 }
 
@@ -87,8 +87,7 @@ export function prepPollAdd(ring: IoUring, sqe: number, fd: number, events: numb
  * says it ended (CQ overflow, cancellation) and must be armed again.
  */
 export function prepPollMultishot(ring: IoUring, sqe: number, fd: number, events: number): void {
-  const w = prepRw(ring, sqe, IORING_OP_POLL_ADD, fd, 0, IORING_POLL_ADD_MULTI, 0);
-  ring.sqe32[w + (S.rw_flags >> 2)] = events;
+  prepPollAdd(ring, sqe, fd, events, IORING_POLL_ADD_MULTI);
 }
 
 /**
