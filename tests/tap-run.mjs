@@ -13,8 +13,8 @@
 //
 //   node tests/tap-run.mjs [--timeout=S] [--grep=PATTERN]... FILE...
 //
-// --timeout bounds each file (default 1200 s): the file is stopped and counts
-// as failed. --grep is tap's (TAP_GREP), for picking subtests by name.
+// --timeout bounds each file (default 1200 s): tap ends it with a "timeout!"
+// failure, and a minute later its process group is killed. --grep is tap's (TAP_GREP), for picking subtests by name.
 // Exits 1 when a file failed.
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -32,8 +32,11 @@ for (const a of process.argv.slice(2)) {
   } else files.push(a);
 }
 
-const env = { ...process.env };
+// tap itself bounds a file run without its runner at TAP_TIMEOUT (default 30 s).
+const env = { ...process.env, TAP_TIMEOUT: String(timeoutS) };
 if (greps.length > 0) env.TAP_GREP = greps.join('\n');
+/** After tap's own timeout, how long before the file's process group is killed. */
+const KILL_GRACE_S = 60;
 
 /** Runs one file, copying its TAP indented; resolves with { ok, why (a failure's cause), skip (a skipped file's reason), ms }. */
 function runFile(file) {
@@ -54,7 +57,7 @@ function runFile(file) {
       timedOut = true;
       kill('SIGTERM');
       setTimeout(() => kill('SIGKILL'), 10_000).unref();
-    }, timeoutS * 1000);
+    }, (timeoutS + KILL_GRACE_S) * 1000);
     const lines = createInterface({ input: child.stdout });
     lines.on('line', (line) => {
       if (/^TAP version \d+$/.test(line)) return;
@@ -67,7 +70,7 @@ function runFile(file) {
       clearTimeout(timer);
       await linesDone;
       const ms = (performance.now() - started).toFixed(3);
-      if (timedOut) resolve({ ok: false, why: `stopped: it ran longer than ${timeoutS} s`, ms });
+      if (timedOut) resolve({ ok: false, why: `killed: it still ran ${KILL_GRACE_S} s after its ${timeoutS} s timeout`, ms });
       else if (code !== 0) resolve({ ok: false, why: signal ? `ended by ${signal}` : `exit code ${code}`, ms });
       else resolve({ ok: true, skip: skipped, ms });
     });

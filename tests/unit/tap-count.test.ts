@@ -1,4 +1,5 @@
-// tests/tap-count.mjs, which makes the suite's closing line: every test counts, skipped files too.
+// tests/tap-count.mjs, which makes the suite's closing line: every test counts,
+// skipped files too; and tests/tap-run.mjs, whose output it reads.
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
@@ -29,4 +30,15 @@ t.test('subtests count one each; a file skipped whole counts as one skipped; a c
     'ok 4 - dist/tests/host/b.test.js # time=1ms',
   ].join('\n');
   t.equal(count(tap), '3 2 2', 'passed failed skipped');
+});
+
+t.test('tap-run: a hung file fails at its timeout, a crashed one fails, a skipped one is skipped', async (t) => {
+  const fixture = (name: string) => join(ROOT, 'dist/tests/fixtures/tap-run', `${name}.js`);
+  const r = spawnSync(process.execPath, [join(ROOT, 'tests/tap-run.mjs'), '--timeout=1', ...['passes', 'skipped', 'hangs', 'crashes'].map(fixture)], {
+    encoding: 'utf8',
+  });
+  t.equal(r.status, 1, 'exits 1: files failed');
+  t.match(r.stdout, /^# \{ total: 4, pass: 2, fail: 2 \}$/m, 'its closing summary counts files');
+  t.match(r.stdout, /^ok 2 - \S+skipped\.js # SKIP nothing to test here$/m, 'the skipped file says why');
+  t.equal(count(r.stdout), '3 2 1', 'passed failed skipped: the hung test and the crashed file fail');
 });
