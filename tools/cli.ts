@@ -6,12 +6,23 @@ import { Command, CommanderError, Option } from 'commander';
 import { UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH } from '../ublk/uapi.js';
 import { CliError, intArg } from './cli-util.js';
 import { describeError } from './errors.js';
-import { add } from './commands/add.js';
-import { del } from './commands/del.js';
-import { features } from './commands/features.js';
-import { list } from './commands/list.js';
-import { recover } from './commands/recover.js';
-import { stats } from './commands/stats.js';
+import type * as Add from './commands/add.js';
+import type * as Del from './commands/del.js';
+import type * as Features from './commands/features.js';
+import type * as List from './commands/list.js';
+import type * as Recover from './commands/recover.js';
+import type * as Stats from './commands/stats.js';
+
+// Each command's module is imported when it runs, so that a start-up loads
+// only what that command needs (the daemon's modules only for add and
+// recover): module loading is most of a short command's time, e.g. in the
+// test VM's emulator.
+const add = async (o: Parameters<typeof Add.add>[0]) => (await import('./commands/add.js')).add(o);
+const del = async (o: Parameters<typeof Del.del>[0]) => (await import('./commands/del.js')).del(o);
+const features = async (o: Parameters<typeof Features.features>[0]) => (await import('./commands/features.js')).features(o);
+const list = async (o: Parameters<typeof List.list>[0]) => (await import('./commands/list.js')).list(o);
+const recover = async (o: Parameters<typeof Recover.recover>[0]) => (await import('./commands/recover.js')).recover(o);
+const stats = async (o: Parameters<typeof Stats.stats>[0]) => (await import('./commands/stats.js')).stats(o);
 
 /** ublk_drv ids are minors of a 20-bit space (UBLK_MINORS). */
 const MAX_DEV_ID = (1 << 20) - 1;

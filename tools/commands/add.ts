@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { parseSize } from '../../target/size.js';
 import { targetModuleUrl } from '../../target/registry.js';
 import type { DeviceState } from '../state.js';
-import { runDaemon, type DaemonOptions } from '../daemon.js';
+import type { DaemonOptions } from '../daemon.js';
 import { formatSize } from '../format.js';
 import { CliError, UBLKS_MAX_PATH, kernelDeviceIds, requireRoot, ublksMax, withControl } from '../cli-util.js';
 
@@ -114,6 +114,8 @@ export async function startDaemon(options: DaemonOptions, command: string, foreg
     for (const w of ws ?? []) process.stderr.write(`ublk: ${command}: warning: ${w}\n`);
   };
   if (foreground) {
+    // Only a foreground add serves the device from this process.
+    const { runDaemon } = await import('../daemon.js');
     return runDaemon(options, {
       ready: (r) => {
         warn(r.warnings);
