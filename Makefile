@@ -42,9 +42,10 @@ bench-aio: build
 
 # ublksrv, the C reference server, is built once on the host (the VM sees its
 # root read-only); when that fails the bench says why and runs without it.
+# Single-threaded TCG: the bench's per-IO guest time assumes one host thread.
 bench-ublk: build
 	@ublksrv=$$(bench/ublksrv/build) || ublksrv=''; \
-	UBLK_UBLKSRV=$$ublksrv tests/vm/ublk-env run --disk 2048 --timeout 3600 -- bench/ublk/run
+	UBLK_UBLKSRV=$$ublksrv UBLK_VM_TCG_THREAD=$${UBLK_VM_TCG_THREAD:-single} tests/vm/ublk-env run --disk 2048 --timeout 3600 -- bench/ublk/run
 
 clean:
 	rm -rf dist .tap
