@@ -6,27 +6,14 @@ import { Command, CommanderError, Option } from 'commander';
 import { UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH } from '../ublk/uapi.js';
 import { CliError, intArg } from './cli-util.js';
 import { describeError } from './errors.js';
-import type * as Add from './commands/add.js';
-import type * as Del from './commands/del.js';
-import type * as Features from './commands/features.js';
-import type * as List from './commands/list.js';
-import type * as Recover from './commands/recover.js';
-import type * as Stats from './commands/stats.js';
+
+/** ublk_drv ids are minors of a 20-bit space (UBLK_MINORS). */
+const MAX_DEV_ID = (1 << 20) - 1;
 
 // Each command's module is imported when it runs, so that a start-up loads
 // only what that command needs (the daemon's modules only for add and
 // recover): module loading is most of a short command's time, e.g. in the
 // test VM's emulator.
-const add = async (o: Parameters<typeof Add.add>[0]) => (await import('./commands/add.js')).add(o);
-const del = async (o: Parameters<typeof Del.del>[0]) => (await import('./commands/del.js')).del(o);
-const features = async (o: Parameters<typeof Features.features>[0]) => (await import('./commands/features.js')).features(o);
-const list = async (o: Parameters<typeof List.list>[0]) => (await import('./commands/list.js')).list(o);
-const recover = async (o: Parameters<typeof Recover.recover>[0]) => (await import('./commands/recover.js')).recover(o);
-const stats = async (o: Parameters<typeof Stats.stats>[0]) => (await import('./commands/stats.js')).stats(o);
-
-/** ublk_drv ids are minors of a 20-bit space (UBLK_MINORS). */
-const MAX_DEV_ID = (1 << 20) - 1;
-
 function program(run: (name: string, action: () => Promise<number>) => void): Command {
   const p = new Command('ublk')
     .description('userspace block devices served by Node.js (ublk)')
@@ -51,38 +38,38 @@ function program(run: (name: string, action: () => Promise<number>) => void): Co
     .option('--foreground', 'serve from this process; SIGINT/SIGTERM stop and delete the device')
     .option('--json', 'print the device as JSON')
     .addHelpText('after', '\nExamples:\n  ublk add -t loop -f disk.img -q 2\n  ublk add -t null -s 1G --json')
-    .action((o) => run('add', () => add(o)));
+    .action((o) => run('add', async () => (await import('./commands/add.js')).add(o)));
 
   p.command('list')
     .description('list devices: state, queues, depth, size, daemon, target')
     .option('-n, --number <id>', 'only this device', intArg('device id', 0, MAX_DEV_ID))
     .option('--json', 'print JSON')
-    .action((o) => run('list', () => list(o)));
+    .action((o) => run('list', async () => (await import('./commands/list.js')).list(o)));
 
   p.command('del')
     .description('stop and delete a device (in-flight IO completes first)')
     .option('-n, --number <id>', 'device id', intArg('device id', 0, MAX_DEV_ID))
     .option('-a, --all', 'every device')
-    .action((o) => run('del', () => del(o)));
+    .action((o) => run('del', async () => (await import('./commands/del.js')).del(o)));
 
   p.command('recover')
     .description('start a new daemon for a --recoverable device whose daemon died; its IO resumes')
     .addOption(new Option('-n, --number <id>', 'device id').argParser(intArg('device id', 0, MAX_DEV_ID)).makeOptionMandatory())
     .option('--foreground', 'serve from this process')
     .option('--json', 'print the device as JSON')
-    .action((o) => run('recover', () => recover(o)));
+    .action((o) => run('recover', async () => (await import('./commands/recover.js')).recover(o)));
 
   p.command('features')
     .description("print the kernel driver's features")
     .option('--json', 'print JSON')
-    .action((o) => run('features', () => features(o)));
+    .action((o) => run('features', async () => (await import('./commands/features.js')).features(o)));
 
   p.command('stats')
     .description("print a device's IO statistics, per queue and in total")
     .addOption(new Option('-n, --number <id>', 'device id').argParser(intArg('device id', 0, MAX_DEV_ID)).makeOptionMandatory())
     .option('--json', 'print JSON')
     .option('--watch <seconds>', 'print again every SECONDS', intArg('seconds', 1, 3600))
-    .action((o) => run('stats', () => stats(o)));
+    .action((o) => run('stats', async () => (await import('./commands/stats.js')).stats(o)));
 
   p.command('help [command]')
     .description('show help for a command')

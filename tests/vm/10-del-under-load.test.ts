@@ -14,7 +14,7 @@ t.test('del under fio load, 10 times: exits 0, fio sees errors, nothing is left'
     const dev = addDevice('-t', 'null', '-s', '512M', '-q', '2', '-d', '64');
     // fio at the lowest priority: its requests stay in flight all the same,
     // and the CPU goes to the `ublk del` being tested (on 2 emulated CPUs a
-    // node start-up starved by two busy fio jobs takes 4x as long).
+    // node start-up starved by two busy fio jobs takes several times as long).
     const fio = background('nice', [
       '-n', '19', 'fio', '--output-format=json', '--name=load', `--filename=${dev.blockDevice}`, '--rw=randrw', '--bs=4k', '--iodepth=32',
       '--ioengine=libaio', '--direct=1', '--time_based', '--runtime=900', '--numjobs=2',

@@ -114,7 +114,7 @@ export async function startDaemon(options: DaemonOptions, command: string, foreg
     for (const w of ws ?? []) process.stderr.write(`ublk: ${command}: warning: ${w}\n`);
   };
   if (foreground) {
-    // Only a foreground add serves the device from this process.
+    // Only a foreground add or recover serves the device from this process.
     const { runDaemon } = await import('../daemon.js');
     return runDaemon(options, {
       ready: (r) => {
