@@ -32,6 +32,7 @@ function program(run: (name: string, action: () => Promise<number>) => void): Co
     .option('--max-io-size <size>', 'largest request and per-tag buffer', '512K')
     .addOption(new Option('--engine <engine>', 'how the loop target issues IO').choices(['aio', 'uring']))
     .option('--read-only', 'expose the device read-only')
+    .option('--raw', 'serve a file that looks like a disk image (qcow2, VMDK ...) as raw bytes (loop)')
     .option('--poll-max-ns <ns>', 'adaptive polling before blocking, up to NS nanoseconds (0: off)', intArg('poll-max-ns', 0, 1e9))
     .option('--scheduler <name>', "IO scheduler of the block device (none: as the kernel loop driver; 'kernel': the kernel's choice)", 'none')
     .option('--recoverable', 'keep the device (IO waits) when the daemon dies, for `ublk recover`')

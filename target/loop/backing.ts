@@ -7,6 +7,7 @@ import { SysError } from '../../sys/error.js';
 import * as file from '../../sys/file.js';
 import { NativeMemory } from '../../sys/memory.js';
 import { TargetError } from '../target.js';
+import { PROBE_BYTES, probe } from './image-format.js';
 
 export interface Backing {
   path: string;
@@ -33,9 +34,10 @@ function fail(path: string, e: unknown): never {
 /**
  * Opens `path` for the loop target, with O_DIRECT when its filesystem
  * takes it, and takes an exclusive flock so no second ublk-ts device can
- * serve the same file. The caller closes `fd` (which drops the lock).
+ * serve the same file. A disk image format (qcow2, VMDK …) is refused
+ * unless `raw`. The caller closes `fd` (which drops the lock).
  */
-export function openBacking(path: string, readOnly: boolean): Backing {
+export function openBacking(path: string, readOnly: boolean, raw = false): Backing {
   let st;
   try {
     st = statSync(path);
@@ -89,6 +91,8 @@ export function openBacking(path: string, readOnly: boolean): Backing {
     let logicalBlockSize = blockDevice ? file.blockDeviceLogicalBlockSize(fd, path) : 512;
     if (!blockDevice && direct && size >= 4096) logicalBlockSize = directIoAlignment(fd);
     if (size === 0) throw new TargetError(`${path} is empty`);
+    // Before the size checks: an image's size says nothing about its disk's.
+    if (!raw) refuseImage(fd, path);
     if (size % logicalBlockSize !== 0) {
       throw new TargetError(`${path}: its size ${size} is not a multiple of the logical block size ${logicalBlockSize}`);
     }
@@ -96,6 +100,23 @@ export function openBacking(path: string, readOnly: boolean): Backing {
   } catch (e) {
     file.close(fd);
     throw e;
+  }
+}
+
+/** Throws when the file starts like a disk image format, which served raw would show its container, not its disk. */
+function refuseImage(fd: number, path: string): void {
+  const buf = NativeMemory.aligned(PROBE_BYTES); // O_DIRECT: aligned buffer, offset and length
+  let format;
+  try {
+    const n = file.pread(fd, buf.addr, PROBE_BYTES, 0);
+    format = probe(new Uint8Array(buf.buffer, 0, n));
+  } catch (e) {
+    fail(path, e);
+  } finally {
+    buf.free();
+  }
+  if (format !== null) {
+    throw new TargetError(`${path} is a ${format.name} image: ${format.hint} (or --raw to serve its bytes as they are)`);
   }
 }
 

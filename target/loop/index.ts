@@ -13,6 +13,8 @@ export interface LoopOptions {
   /** 'aio' (default): kernel AIO reaped in userspace; 'uring': the queue's io_uring. */
   engine?: 'aio' | 'uring';
   readOnly?: boolean;
+  /** Serve a file that starts like a disk image format (qcow2, VMDK …) as raw bytes anyway. */
+  raw?: boolean;
 }
 
 // fallocate(2) lengths are 64-bit, but ublk's are u32 sectors; stay a 4K multiple below that.
@@ -38,7 +40,7 @@ const loop: Target<LoopOptions> = {
     const engine = options.engine ?? 'aio';
     if (engine !== 'aio' && engine !== 'uring') throw new TargetError(`engine must be aio or uring, not '${String(engine)}'`);
     const readOnly = options.readOnly === true;
-    const b = openBacking(options.file, readOnly);
+    const b = openBacking(options.file, readOnly, options.raw === true);
     const queueData: LoopQueueData = { fd: b.fd, engine, readOnly };
     let open = true;
     return {

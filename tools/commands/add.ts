@@ -19,6 +19,7 @@ export interface AddOptions {
   maxIoSize: string;
   engine?: string;
   readOnly?: boolean;
+  raw?: boolean;
   pollMaxNs?: number;
   scheduler: string;
   recoverable?: boolean;
@@ -40,6 +41,7 @@ export function daemonOptions(o: AddOptions): DaemonOptions {
   if (o.file !== undefined) targetOptions.file = o.file;
   if (o.engine !== undefined) targetOptions.engine = o.engine;
   if (o.readOnly) targetOptions.readOnly = true;
+  if (o.raw) targetOptions.raw = true;
   return {
     target: o.type,
     targetModule: targetModuleUrl(o.type),
