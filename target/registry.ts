@@ -11,6 +11,7 @@ export const BUILTIN_TARGETS: Readonly<Record<string, string>> = {
   null: new URL('./null.js', import.meta.url).href,
   mem: new URL('./mem.js', import.meta.url).href,
   loop: new URL('./loop/index.js', import.meta.url).href,
+  qcow2: new URL('./qcow2/index.js', import.meta.url).href,
 };
 
 /** A built-in name ('loop'), a module path or a file: URL → the module URL to import. */

@@ -65,8 +65,8 @@ export interface TargetDescription {
 export interface TargetDevice extends TargetDescription {
   /** What `ublk stats` shows of the queues' statsBuffers (one per queue, null where none). */
   stats?(buffers: (SharedArrayBuffer | null)[]): Record<string, unknown>;
-  /** Releases what open() took, once: after the device is gone, or when creating it failed. */
-  close?(): void;
+  /** Releases what open() took, once: after the device is gone, or when creating it failed. May finish asynchronously. */
+  close?(): void | Promise<void>;
 }
 
 /** What a queue worker gives its target. */

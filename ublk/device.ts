@@ -94,7 +94,7 @@ export class UblkDevice {
         throw e;
       }
     } catch (e) {
-      device.close?.();
+      await closeQuietly(device);
       throw e;
     }
     if (options.scheduler !== undefined && options.scheduler !== KERNEL_SCHEDULER) {
@@ -127,7 +127,7 @@ export class UblkDevice {
       await startRecovery(ctrl, id);
       return await UblkDevice.serve(ctrl, device, options, info, 'END_USER_RECOVERY', (pid) => ctrl.endUserRecovery(id, pid));
     } catch (e) {
-      device.close?.();
+      await closeQuietly(device);
       throw e;
     }
   }
@@ -231,7 +231,7 @@ export class UblkDevice {
       if (del === TIMEOUT) errors.push(new Error(`DEL_DEV of device ${this.id} did not complete within ${DRAIN_TIMEOUT_MS / 1000} s`));
     }
     try {
-      this.target.close?.();
+      await this.target.close?.();
     } catch (e) {
       errors.push(e);
     }
@@ -246,10 +246,19 @@ async function openTarget(options: DeviceOptions): Promise<TargetDevice> {
   try {
     checkDescription(device);
   } catch (e) {
-    device.close?.();
+    await closeQuietly(device);
     throw e;
   }
   return device;
+}
+
+/** Closes a target whose device could not be made: the reason that stopped it is the one to report. */
+async function closeQuietly(device: TargetDevice): Promise<void> {
+  try {
+    await device.close?.();
+  } catch {
+    // the first error stands
+  }
 }
 
 /** START_USER_RECOVERY, retried while the dead daemon's files are still being released (EBUSY). */

@@ -2,10 +2,10 @@
  * The loop target: /dev/ublkbN backed by a file or block device, like the
  * kernel's loop driver with direct IO (seed 003) moved to userspace.
  */
-import { AioStats, HIST_MAX, REAP_PERCENTILES, histogramPercentiles } from '../../aio/stats.js';
 import * as file from '../../sys/file.js';
+import { aioStats } from '../aio-stats.js';
 import { type Target, type TargetDevice, TargetError } from '../target.js';
-import { openBacking } from './backing.js';
+import { openBacking } from '../backing.js';
 import { LoopQueue, type LoopQueueData } from './queue.js';
 
 export interface LoopOptions {
@@ -20,18 +20,6 @@ export interface LoopOptions {
 // fallocate(2) lengths are 64-bit, but ublk's are u32 sectors; stay a 4K multiple below that.
 const MAX_FALLOCATE_SECTORS = (2 ** 32 - 4096) / 512;
 
-/** What `ublk stats` shows for a loop device: each queue's AIO counters and the completions per reap of all. */
-function aioStats(buffers: (SharedArrayBuffer | null)[]): Record<string, unknown> {
-  const queues = buffers.map((b) => (b === null ? null : new AioStats(b)));
-  const all = new Float64Array(HIST_MAX + 2);
-  for (const q of queues) if (q !== null) for (let i = 0; i < all.length; i++) all[i] += q.hist[i];
-  const percentiles = histogramPercentiles(all, REAP_PERCENTILES);
-  return {
-    aio: queues.map((q) => q?.snapshot() ?? null),
-    reapPercentiles: Object.fromEntries(REAP_PERCENTILES.map((p, i) => [p, percentiles[i]])),
-  };
-}
-
 const loop: Target<LoopOptions> = {
   name: 'loop',
   sync: true,
@@ -40,7 +28,7 @@ const loop: Target<LoopOptions> = {
     const engine = options.engine ?? 'aio';
     if (engine !== 'aio' && engine !== 'uring') throw new TargetError(`engine must be aio or uring, not '${String(engine)}'`);
     const readOnly = options.readOnly === true;
-    const b = openBacking(options.file, readOnly, options.raw === true);
+    const b = openBacking(options.file, { readOnly, contents: options.raw === true ? 'raw' : 'disk' });
     const queueData: LoopQueueData = { fd: b.fd, engine, readOnly };
     let open = true;
     return {

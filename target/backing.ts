@@ -1,12 +1,12 @@
 /**
- * Opening a loop target's backing file or block device (daemon main thread):
+ * Opening a target's backing file or block device (daemon main thread):
  * every reason it cannot serve becomes one clear TargetError.
  */
 import { accessSync, constants, realpathSync, statSync } from 'node:fs';
-import { SysError } from '../../sys/error.js';
-import * as file from '../../sys/file.js';
-import { NativeMemory } from '../../sys/memory.js';
-import { TargetError } from '../target.js';
+import { SysError } from '../sys/error.js';
+import * as file from '../sys/file.js';
+import { NativeMemory } from '../sys/memory.js';
+import { TargetError } from './target.js';
 import { PROBE_BYTES, probe } from './image-format.js';
 
 export interface Backing {
@@ -23,7 +23,20 @@ export interface Backing {
   warnings: string[];
 }
 
-function fail(path: string, e: unknown): never {
+export interface BackingOptions {
+  readOnly: boolean;
+  /**
+   * 'disk' (default): a raw disk, and a file that starts like a disk image
+   * format is refused; 'raw': any file, served as its bytes; 'image': a
+   * container the caller parses (no probe, any size).
+   */
+  contents?: 'disk' | 'raw' | 'image';
+  /** 'exclusive' (default): no other ublk-ts device may open it; 'shared': only read-only sharers (a backing image). */
+  lock?: 'exclusive' | 'shared';
+}
+
+/** A SysError as one line naming the path. */
+export function fail(path: string, e: unknown): never {
   if (e instanceof SysError) {
     const reason = e.message.slice(e.message.indexOf(':') + 2);
     throw new TargetError(`${path}: ${reason}`);
@@ -32,12 +45,14 @@ function fail(path: string, e: unknown): never {
 }
 
 /**
- * Opens `path` for the loop target, with O_DIRECT when its filesystem
- * takes it, and takes an exclusive flock so no second ublk-ts device can
- * serve the same file. A disk image format (qcow2, VMDK …) is refused
- * unless `raw`. The caller closes `fd` (which drops the lock).
+ * Opens `path` with O_DIRECT when its filesystem takes it, and takes a
+ * flock so no second ublk-ts device can write the same file (exclusive), or
+ * so that only readers share it (shared). The caller closes `fd` (which
+ * drops the lock).
  */
-export function openBacking(path: string, readOnly: boolean, raw = false): Backing {
+export function openBacking(path: string, options: BackingOptions): Backing {
+  const readOnly = options.readOnly;
+  const contents = options.contents ?? 'disk';
   let st;
   try {
     st = statSync(path);
@@ -82,7 +97,7 @@ export function openBacking(path: string, readOnly: boolean, raw = false): Backi
     }
   }
   try {
-    if (!file.flock(fd, file.LOCK_EX | file.LOCK_NB, path)) {
+    if (!file.flock(fd, (options.lock === 'shared' ? file.LOCK_SH : file.LOCK_EX) | file.LOCK_NB, path)) {
       throw new TargetError(`${path} is already used by another ublk-ts device (see ublk list)`, { held: realpathSync(path) });
     }
     const info = file.fstat(fd, path);
@@ -92,8 +107,8 @@ export function openBacking(path: string, readOnly: boolean, raw = false): Backi
     if (!blockDevice && direct && size >= 4096) logicalBlockSize = directIoAlignment(fd);
     if (size === 0) throw new TargetError(`${path} is empty`);
     // Before the size checks: an image's size says nothing about its disk's.
-    if (!raw) refuseImage(fd, path);
-    if (size % logicalBlockSize !== 0) {
+    if (contents === 'disk') refuseImage(fd, path);
+    if (contents !== 'image' && size % logicalBlockSize !== 0) {
       throw new TargetError(`${path}: its size ${size} is not a multiple of the logical block size ${logicalBlockSize}`);
     }
     return { path, realPath: realpathSync(path), fd, size, logicalBlockSize, blockDevice, direct, readOnly, warnings };
@@ -121,7 +136,7 @@ function refuseImage(fd: number, path: string): void {
 }
 
 /** The smallest O_DIRECT alignment the file takes: 512, or 4096 on a 4K-sector disk. */
-function directIoAlignment(fd: number): number {
+export function directIoAlignment(fd: number): number {
   const buf = NativeMemory.aligned(4096);
   try {
     file.pread(fd, buf.addr, 512, 512);
