@@ -45,7 +45,7 @@ bench-aio: build
 # Single-threaded TCG: the bench's per-IO guest time assumes one host thread.
 bench-ublk: build
 	@ublksrv=$$(bench/ublksrv/build) || ublksrv=''; \
-	UBLK_UBLKSRV=$$ublksrv UBLK_VM_TCG_THREAD=$${UBLK_VM_TCG_THREAD:-single} tests/vm/ublk-env run --disk 2048 --timeout 3600 -- bench/ublk/run
+	UBLK_UBLKSRV=$$ublksrv UBLK_VM_TCG_THREAD=$${UBLK_VM_TCG_THREAD:-single} tests/vm/ublk-env run --disk 3072 --timeout 5400 -- bench/ublk/run
 
 clean:
 	rm -rf dist .tap

@@ -23,8 +23,8 @@ function program(run: (name: string, action: () => Promise<number>) => void): Co
 
   p.command('add')
     .description('create a device and start the daemon that serves it; returns once it is live')
-    .addOption(new Option('-t, --type <target>', 'target: loop, null, mem, or the path of a target module').makeOptionMandatory())
-    .option('-f, --file <file>', 'backing file or block device (loop)')
+    .addOption(new Option('-t, --type <target>', 'target: loop, qcow2, null, mem, or the path of a target module').makeOptionMandatory())
+    .option('-f, --file <file>', 'backing file or block device (loop), image (qcow2)')
     .option('-s, --size <size>', 'device size, e.g. 512, 4K, 256M, 1G (null, mem)')
     .option('-q, --queues <n>', 'hardware queues, one worker thread each', intArg('queues', 1, UBLK_MAX_NR_QUEUES), 1)
     .option('-d, --depth <n>', 'queue depth (tags per queue)', intArg('depth', 1, UBLK_MAX_QUEUE_DEPTH), 128)
@@ -38,7 +38,7 @@ function program(run: (name: string, action: () => Promise<number>) => void): Co
     .option('--recoverable', 'keep the device (IO waits) when the daemon dies, for `ublk recover`')
     .option('--foreground', 'serve from this process; SIGINT/SIGTERM stop and delete the device')
     .option('--json', 'print the device as JSON')
-    .addHelpText('after', '\nExamples:\n  ublk add -t loop -f disk.img -q 2\n  ublk add -t null -s 1G --json')
+    .addHelpText('after', '\nExamples:\n  ublk add -t loop -f disk.img -q 2\n  ublk add -t qcow2 -f vm.qcow2 -q 2\n  ublk add -t null -s 1G --json')
     .action((o) => run('add', async () => (await import('./commands/add.js')).add(o)));
 
   p.command('list')

@@ -16,6 +16,10 @@
  *   ublk-ts loop (aio) / ublksrv loop 4k randread QD32 IOPS ratio: <x.xx>
  *   ublk-ts loop (aio) / kernel loop 4k randread QD32 IOPS ratio: <x.xx>
  *
+ * The qcow2 lines serve a fully allocated 1 GiB qcow2 image (made beside the
+ * raw one) through the ublk-ts qcow2 target and through qemu-nbd with the
+ * kernel's nbd client, and are compared with ublk-ts loop on the raw image.
+ *
  * ublksrv comes from $UBLK_UBLKSRV (the directory bench/ublksrv/build
  * printed); without it its lines are left out and the run says why.
  *
@@ -107,6 +111,8 @@ const WORKLOADS: Workload[] = [
 
 interface Device {
   path: string;
+  /** a qemu-nbd connection to take down */
+  nbd?: string;
   /** a ublk-ts device */
   id?: number;
   /** a ublksrv device */
@@ -131,6 +137,13 @@ interface Variant {
   /** workloads this variant sits out */
   skip?: (w: Workload) => boolean;
 }
+
+/** The workloads of the qcow2 comparison (issue 16). */
+const QCOW2_WORKLOADS = new Set(['randread-4k-qd32', 'randwrite-4k-qd32', 'read-128k-qd8']);
+const notQcow2Workload = (w: Workload): boolean => !QCOW2_WORKLOADS.has(w.key);
+/** The fully allocated qcow2 image beside the raw one, made when a qcow2 line runs. */
+const qcow2Image = join(dirname(image), 'bench.qcow2');
+const NBD_DEV = '/dev/nbd0';
 
 let loopDev = '';
 let loopName = '';
@@ -172,6 +185,9 @@ const VARIANTS: Variant[] = [
   // The kernel's own memory-less driver: what the ublk-ts null line pays for
   // its trip through userspace (brd where null_blk is missing).
   { key: 'nullblk', label: 'kernel null_blk' },
+  // qcow2: the same data through the ublk-ts qcow2 target and through qemu-nbd + the kernel nbd client.
+  { key: 'qcow2', label: 'ublk-ts qcow2', aio: true, ublk: (w) => ['-t', 'qcow2', '-f', qcow2Image, ...qd(w)], skip: notQcow2Workload },
+  { key: 'qemu-nbd', label: 'qemu-nbd + kernel nbd, qcow2', skip: notQcow2Workload },
 ];
 function qd(w: Workload): string[] {
   return ['-q', String(w.jobs > 1 ? 2 : 1), '-d', String(depth)];
@@ -212,7 +228,16 @@ function ublk(args: string[], cli = UBLK): string {
 /** ublk-ts devices alive now, and the CLI that deletes each. */
 const live = new Map<number, string>();
 let ublksrvLive = false;
+let nbdLive = false;
 function cleanup(): void {
+  if (nbdLive) {
+    try {
+      sh('qemu-nbd', ['--disconnect', NBD_DEV]);
+    } catch {
+      /* best effort */
+    }
+    nbdLive = false;
+  }
   if (ublksrvLive) {
     try {
       delUblksrv(UBLKSRV, UBLKSRV_ID);
@@ -372,6 +397,9 @@ interface Line {
   vsUblksrvRuns?: number[];
   /** ublk-ts null only: against the kernel null device line of the same workload */
   vsNullBlk?: number;
+  /** ublk-ts qcow2 only: against ublk-ts loop aio on the raw image, and against qemu-nbd on the same qcow2 image */
+  vsLoop?: number;
+  vsNbd?: number;
   /** guest CPU busy over the run, % of all CPUs */
   cpuBusyPct: number;
   /**
@@ -388,6 +416,13 @@ interface Line {
 
 function setUp(v: Variant, w: Workload): Device {
   if (v.key === 'raw') return { path: image };
+  if (v.key === 'qemu-nbd') {
+    // O_DIRECT and native AIO, as the ublk-ts targets; qemu-nbd forks once the device is connected.
+    sh('qemu-nbd', ['--connect', NBD_DEV, '--format=qcow2', '--cache=none', '--aio=native', qcow2Image]);
+    nbdLive = true;
+    const pid = Number(readFileSync(`/sys/block/${basename(NBD_DEV)}/pid`, 'utf8').trim());
+    return { path: NBD_DEV, nbd: NBD_DEV, pid };
+  }
   if (v.key === 'kloop') return { path: loopDev };
   if (v.key === 'nullblk') return { path: nullDev };
   if (v.ublksrv !== undefined) {
@@ -402,7 +437,15 @@ function setUp(v: Variant, w: Workload): Device {
   return { path: d.blockDevice, id: d.id, pid: d.pid, cli };
 }
 
+/** Disconnects qemu-nbd and waits until it is gone: the next line opens the same image. */
+function disconnectNbd(dev: string, pid: number | undefined): void {
+  sh('qemu-nbd', ['--disconnect', dev]);
+  nbdLive = false;
+  for (let i = 0; i < 600 && pid !== undefined && existsSync(`/proc/${pid}`); i++) execFileSync('sleep', ['0.1']);
+}
+
 function tearDown(d: Device): void {
+  if (d.nbd !== undefined) disconnectNbd(d.nbd, d.pid);
   if (d.ublksrvId !== undefined) {
     delUblksrv(UBLKSRV, d.ublksrvId);
     ublksrvLive = false;
@@ -542,6 +585,27 @@ if (variants.some((v) => v.key === 'nullblk')) {
   }
 }
 
+/** Makes the qcow2 image (every cluster allocated and written), or drops the qcow2 lines and says why. */
+function prepareQcow2(): void {
+  const why = ['qemu-img', 'qemu-nbd'].find((tool) => {
+    try {
+      sh('which', [tool]);
+      return false;
+    } catch {
+      return true;
+    }
+  });
+  const drop = (keys: string[], reason: string) => {
+    say(`${reason}: the ${keys.join(' and ')} lines are left out`);
+    for (const k of keys) if (variants.some((v) => v.key === k)) variants.splice(variants.findIndex((v) => v.key === k), 1);
+  };
+  if (why !== undefined) return drop(['qcow2', 'qemu-nbd'], `no ${why} (qemu-utils)`);
+  say(`writing the fully allocated 1 GiB qcow2 image ${qcow2Image}`);
+  sh('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'preallocation=full', qcow2Image, `${statSync(image).size}`]);
+  if (!existsSync(NBD_DEV)) drop(['qemu-nbd'], `no ${NBD_DEV} (the nbd module)`);
+}
+if (variants.some((v) => v.key === 'qcow2' || v.key === 'qemu-nbd')) prepareQcow2();
+
 say(`image ${image} (${(statSync(image).size / 2 ** 30).toFixed(2)} GiB on ${backing}), kernel ${kernel}, ${seconds} s per line after ${ramp} s ramp`);
 say(`${workloads.length} workloads x ${variants.length} variants`);
 
@@ -591,6 +655,12 @@ for (const w of workloads) {
       l.vsUblksrv = median(l.vsUblksrvRuns);
     }
     if (v.key === 'ublk-null' && nullRuns !== undefined) l.vsNullBlk = median(runs.map((r, i) => rate(r) / rate(nullRuns[i])));
+    if (v.key === 'qcow2') {
+      const loopRuns = byVariant.get('ublk-aio');
+      const nbdRuns = byVariant.get('qemu-nbd');
+      if (loopRuns !== undefined) l.vsLoop = median(runs.map((r, i) => rate(r) / rate(loopRuns[i])));
+      if (nbdRuns !== undefined) l.vsNbd = median(runs.map((r, i) => rate(r) / rate(nbdRuns[i])));
+    }
     lines.push(l);
   }
 }
@@ -643,6 +713,17 @@ for (const w of workloads) {
 }
 out.push('(CPU %: the whole machine busy during the run, all CPUs. Rounds: each round\'s rate and, in brackets, its ratio to');
 out.push('the kernel loop line of the same round; a line with rounds shows its median run and the median of those ratios)');
+const qcow2Lines = lines.filter((l) => l.variant === 'qcow2');
+if (qcow2Lines.length > 0) {
+  out.push('');
+  out.push(`ublk-ts qcow2 on ${qcow2Image} (fully allocated, 64 KiB clusters) against ublk-ts loop aio on the raw image and`);
+  out.push('qemu-nbd --cache=none --aio=native with the kernel nbd client on the same qcow2 image, same rounds (median of the rounds\' ratios)');
+  out.push(`${pad('', 40)}${lpad('vs loop', 9)}${lpad('vs qemu-nbd', 13)}`);
+  for (const l of qcow2Lines) {
+    const f = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(2));
+    out.push(`  ${pad(wName(l.workload).label, 38)}${lpad(f(l.vsLoop), 9)}${lpad(f(l.vsNbd), 13)}`);
+  }
+}
 const nullLines = lines.filter((l) => l.vsNullBlk !== undefined);
 if (nullLines.length > 0) {
   out.push('');

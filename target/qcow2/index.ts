@@ -15,6 +15,10 @@ import { MetadataWriter } from './writer.js';
 export interface Qcow2Options {
   file: string;
   readOnly?: boolean;
+  /** Options of other targets, refused by name rather than ignored. */
+  engine?: unknown;
+  raw?: unknown;
+  size?: unknown;
 }
 
 /** Most sectors of one DISCARD or WRITE_ZEROES: each whole cluster is an L2 entry changed under the lock. */
@@ -26,6 +30,9 @@ const qcow2: Target<Qcow2Options> = {
   sync: true,
   async open(options): Promise<TargetDevice> {
     if (typeof options.file !== 'string' || options.file === '') throw new TargetError('the qcow2 target needs an image (-f FILE)');
+    if (options.engine !== undefined) throw new TargetError('the qcow2 target has no --engine: it always uses kernel AIO');
+    if (options.raw !== undefined) throw new TargetError('--raw is for the loop target (serve the file as raw bytes with -t loop --raw)');
+    if (options.size !== undefined) throw new TargetError('the qcow2 target takes its size from the image: no -s');
     const readOnly = options.readOnly === true;
     const image = openQcow2(options.file, readOnly);
     let writer: MetadataWriter | null = null;
@@ -53,9 +60,10 @@ const qcow2: Target<Qcow2Options> = {
       discard: readOnly ? undefined : { granularity: cs, maxDiscardSectors: MAX_ZEROES_SECTORS, maxWriteZeroesSectors: MAX_ZEROES_SECTORS },
       info: {
         file: L.path,
-        format: `qcow2 v${L.version}`,
+        version: L.version,
         cluster: cs,
-        ...(image.layers.length > 1 ? { backing: image.layers.slice(1).map((b) => `${b.path} (${b.format})`).join(' <- ') } : {}),
+        // The chain, nearest first.
+        ...(image.layers.length > 1 ? { backing: image.layers.slice(1).map((b) => `${b.path}:${b.format}`).join(',') } : {}),
         direct: L.direct,
       },
       warnings,

@@ -121,6 +121,17 @@ export function snapshot(): { nodes: string[]; states: string[]; daemons: number
   return { nodes, states, daemons: daemonPids().sort((a, b) => a - b) };
 }
 
+/** Copies a tree of files into `dir` (the project's layers, 20 MiB of random bytes, a deep path); the command's result. */
+export function copyTree(dir: string): Result {
+  const layers = ['sys', 'aio', 'target', 'ublk', 'tools'].map((d) => join(ROOT, d)).join(' ');
+  return sh(`cp -r ${layers} ${dir}/ && head -c 20M /dev/urandom > ${dir}/random.bin && mkdir -p ${dir}/deep/a/b/c && seq 100000 > ${dir}/deep/a/b/c/numbers`);
+}
+
+/** sha256sum of every file below `dir`, sorted by name: two listings compare with t.equal. */
+export function treeSums(dir: string): string {
+  return sh(`cd ${dir} && find . -type f -print0 | sort -z | xargs -0 sha256sum`).stdout;
+}
+
 /** Removes every device (for a test's teardown). */
 export function cleanup(): void {
   ublk('del', '-a');

@@ -2,7 +2,7 @@
 import t from 'tap';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, addDevice, cleanup, scratchDir, sh, ublk } from '../lib/ublk.js';
+import { addDevice, cleanup, copyTree, scratchDir, sh, treeSums, ublk } from '../lib/ublk.js';
 
 t.teardown(cleanup);
 
@@ -18,10 +18,9 @@ t.test('mkfs.ext4, mount, copy a tree, umount, e2fsck clean, del, re-add, same c
   let dev = addDevice('-t', 'loop', '-f', img, '-q', '2');
   t.equal(sh(`mkfs.ext4 -q -F ${dev.blockDevice}`).code, 0, 'mkfs.ext4');
   t.equal(sh(`mount ${dev.blockDevice} ${mnt}`).code, 0, 'mount');
-  // A tree of files: the project's layers plus some random data.
-  const copy = sh(`cp -r ${['sys', 'aio', 'target', 'ublk', 'tools'].map((d) => join(ROOT, d)).join(' ')} ${mnt}/ && head -c 20M /dev/urandom > ${mnt}/random.bin; mkdir -p ${mnt}/deep/a/b/c && seq 100000 > ${mnt}/deep/a/b/c/numbers`);
+  const copy = copyTree(mnt);
   t.equal(copy.code, 0, `copy a tree ${copy.stderr}`);
-  const sums = sh(`cd ${mnt} && find . -type f -print0 | sort -z | xargs -0 sha256sum`).stdout;
+  const sums = treeSums(mnt);
   t.ok(sums.split('\n').length > 20, 'many files were written');
   t.equal(sh(`umount ${mnt}`).code, 0, 'umount');
   const fsck = sh(`e2fsck -fn ${dev.blockDevice}`);
@@ -30,7 +29,7 @@ t.test('mkfs.ext4, mount, copy a tree, umount, e2fsck clean, del, re-add, same c
 
   dev = addDevice('-t', 'loop', '-f', img);
   t.equal(sh(`mount ${dev.blockDevice} ${mnt}`).code, 0, 'mount again');
-  const again = sh(`cd ${mnt} && find . -type f -print0 | sort -z | xargs -0 sha256sum`).stdout;
+  const again = treeSums(mnt);
   t.equal(again, sums, 'every file has its checksum');
   t.equal(sh(`umount ${mnt}`).code, 0);
   t.equal(ublk('del', '-n', String(dev.id)).code, 0);

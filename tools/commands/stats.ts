@@ -80,7 +80,7 @@ const AIO_ROWS = [
 
 const num = (v: unknown): string => (typeof v === 'number' ? String(v) : '-');
 
-/** The text form: the queue table, then (loop, AIO engine) the AIO table and the completions per reap. */
+/** The text form: the queue table, then (loop, qcow2: AIO) the AIO table and the completions per reap, then (qcow2) its metadata counters. */
 export function formatStats(s: StatsSnapshot): string {
   const names = QUEUE_STAT_NAMES.filter((n) => n !== 'pollNs' || s.total.pollNs > 0);
   const rows = [['', ...s.queues.map((_, i) => `q${i}`), 'total']];
@@ -107,6 +107,10 @@ export function formatStats(s: StatsSnapshot): string {
     });
     if (merged) pctRows.push(['total', ...REAP_PERCENTILES.map((p) => num(merged[String(p)]))]);
     out += '\n' + table(pctRows) + '\n';
+  }
+  const qcow2 = s.target?.qcow2;
+  if (qcow2 !== null && typeof qcow2 === 'object') {
+    out += '\n' + table([['qcow2', ''], ...Object.entries(qcow2 as Record<string, number>).map(([k, v]) => [k, num(v)])]) + '\n';
   }
   return out;
 }
