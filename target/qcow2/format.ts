@@ -123,6 +123,10 @@ export function parseHeader(head: Uint8Array, fileSize: number): Qcow2Header {
     h.headerLength = v.getUint32(100);
     if (h.headerLength < 104 || h.headerLength % 8 !== 0) throw new Qcow2FormatError(`header_length ${h.headerLength} is invalid`);
     if (h.headerLength > 104) h.compressionType = head[104];
+    // The spec: the compression type bit is set exactly when the type is not zlib.
+    if (((h.incompatible & INCOMPAT_COMPRESSION) !== 0n) !== (h.compressionType !== COMPRESSION_ZLIB)) {
+      throw new Qcow2FormatError(`compression_type ${h.compressionType} and the compression type feature bit disagree`);
+    }
     if (h.refcountOrder > 6) throw new Qcow2FormatError(`refcount_order ${h.refcountOrder} is above 6`);
   }
   if (h.headerLength > clusterSize) throw new Qcow2FormatError('the header is longer than a cluster');

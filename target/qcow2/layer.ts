@@ -9,6 +9,7 @@
 import { realpathSync } from 'node:fs';
 import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
 import * as file from '../../sys/file.js';
+import { PAGE_SIZE } from '../../sys/memory.js';
 import { openBacking, fail } from '../backing.js';
 import { PROBE_BYTES, probe } from '../image-format.js';
 import { TargetError } from '../target.js';
@@ -88,10 +89,13 @@ export interface Extent {
   host: number;
   /** Bytes from the asked offset that this extent covers. */
   length: number;
+  /** EXT_COMPRESSED: the L2 entry, as read (under the guard for layer 0). */
+  hi: number;
+  lo: number;
 }
 
 export function newExtent(): Extent {
-  return { kind: EXT_ZERO, layer: 0, host: 0, length: 0 };
+  return { kind: EXT_ZERO, layer: 0, host: 0, length: 0, hi: 0, lo: 0 };
 }
 
 /** Who may change layer 0 while others read it (the metadata lock), or null for a read-only chain. */
@@ -139,23 +143,36 @@ export function resolve(layers: LayerData[], from: number, pos: number, maxLen: 
       if (e === MAP_ZERO) break;
       continue; // the layer below has these bytes
     }
-    // MAP_SLOW: the raw entry says.
-    const g2 = 2 * g;
-    if (k === 0 && guard !== null) guard.lock();
-    const hi = L.l2[g2];
-    const lo = L.l2[g2 + 1];
-    if (k === 0 && guard !== null) guard.unlock();
+    // MAP_SLOW: the raw entry says; read under the guard, it may have changed since the map was read.
+    let hi: number;
+    let lo: number;
+    if (k === 0 && guard !== null) {
+      guard.lock();
+      hi = L.l2[2 * g];
+      lo = L.l2[2 * g + 1];
+      guard.unlock();
+    } else {
+      hi = L.l2[2 * g];
+      lo = L.l2[2 * g + 1];
+    }
+    if (len > run) len = run;
     out.layer = k;
-    out.length = run < len ? run : len;
+    out.length = len;
     if (hi & L2_COMPRESSED) {
       out.kind = EXT_COMPRESSED;
       out.host = g;
-    } else if (lo & L2_ZERO && L.version >= 3) {
-      out.kind = EXT_ZERO;
-    } else {
-      out.kind = EXT_DATA;
-      out.host = entryOffset(hi, lo) + inCluster;
+      out.hi = hi;
+      out.lo = lo;
+      return;
     }
+    if (lo & L2_ZERO && L.version >= 3) {
+      out.kind = EXT_ZERO;
+      return;
+    }
+    const off = entryOffset(hi, lo);
+    if (off === 0) continue; // deallocated meanwhile: the layer below has these bytes
+    out.kind = EXT_DATA;
+    out.host = off + inCluster;
     return;
   }
   out.kind = EXT_ZERO;
@@ -194,11 +211,7 @@ export function readGuest(layers: LayerData[], from: number, offset: number, des
       const L = layers[x.layer];
       const cs = 2 ** L.clusterBits;
       const cluster = new Uint8Array(cs);
-      if (x.layer === 0 && guard !== null) guard.lock();
-      const hi = L.l2[2 * x.host];
-      const lo = L.l2[2 * x.host + 1];
-      if (x.layer === 0 && guard !== null) guard.unlock();
-      readCompressed(L, hi, lo, cluster);
+      readCompressed(L, x.hi, x.lo, cluster);
       const inCluster = pos - x.host * cs;
       part.set(cluster.subarray(inCluster, inCluster + x.length));
     }
@@ -275,6 +288,13 @@ export function openImage(path: string, readOnly: boolean): OpenedImage {
       }
       if (format !== 'qcow2') throw new TargetError(`${L.path}: backing format '${format}' is not supported (qcow2 and raw are)`);
       const h = loadQcow2(L, top && !readOnly);
+      if (top && !readOnly && L.direct && h.clusterSize < PAGE_SIZE) {
+        // Metadata goes through the page cache; with clusters smaller than a page an O_DIRECT data
+        // write can hit a page that holds dirty metadata, which the kernel cannot invalidate (and
+        // reports as EIO at the next fdatasync). Data takes the buffered descriptor too.
+        L.fd = L.metaFd;
+        L.direct = false;
+      }
       if (top) header = h;
       next = h.backingFile === null ? null : { path: backingPath(L.path, h.backingFile), format: h.backingFormat };
     }

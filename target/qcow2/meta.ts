@@ -48,6 +48,7 @@ export const enum Num {
   REFTABLE_ENTRIES,
   NEW_REFTABLE_OFFSET, // a grown table not yet in the header (0: none)
   NEW_REFTABLE_ENTRIES,
+  TAKEN_REFTABLE_OFFSET, // the grown table the writer is writing now (0: none)
   // Counters for `ublk stats`.
   ALLOCATED, // host clusters allocated
   COW, // clusters copied on write (backing, compressed, shared)
@@ -102,11 +103,18 @@ export interface MetaData {
 
 const shared = (bytes: number) => new SharedArrayBuffer(bytes);
 
+/** Refcount table entries held in memory: twice `entries`, in whole clusters of the table. */
+export function reftableCapacity(cs: number, entries: number): number {
+  const perCluster = cs / 8;
+  return Math.ceil((2 * entries) / perCluster) * perCluster;
+}
+
 export function newMetaData(L: LayerData, h: Qcow2Header, metaFd: number, hostCap: number): MetaData {
   const refcountOrder = h.refcountOrder;
   const cs = 2 ** L.clusterBits;
   const blockEntries = (cs * 8) / 2 ** refcountOrder;
-  const tableCap = Math.ceil(hostCap / blockEntries) + 1;
+  // Every entry of the table on disk, and room for a table that covers hostCap clusters twice over.
+  const tableCap = reftableCapacity(cs, Math.max((h.refcountTableClusters * cs) / 8, Math.ceil(hostCap / blockEntries) + 1));
   return {
     clusterBits: L.clusterBits,
     incompatible: Number(h.incompatible & ~INCOMPAT_DIRTY),
@@ -230,7 +238,13 @@ export class Meta {
       this.markRefblock(i);
     }
     this.fresh = start >= hw;
-    if (start + count > hw) this.grow(start + count);
+    if (start + count > hw) {
+      const r = this.grow(start + count);
+      if (r < 0) {
+        this.unallocate(start, count);
+        return r;
+      }
+    }
     num[Num.FREE_HINT] = start + count;
     num[Num.ALLOCATED] += count;
     this.count = count;
@@ -254,16 +268,22 @@ export class Meta {
     if (start < this.d.num[Num.FREE_HINT]) this.d.num[Num.FREE_HINT] = start;
   }
 
-  /** Locked. Raises the high water mark, growing the file ahead of it (never shrinking it). */
-  private grow(hw: number): void {
+  /**
+   * Locked. Raises the high water mark, growing the file ahead of it
+   * (never shrinking it): the one system call made under the lock, and a
+   * rare one. Returns 0 or -errno.
+   */
+  private grow(hw: number): number {
     const num = this.d.num;
-    num[Num.HW] = hw;
     const need = hw * this.cs;
     if (need > num[Num.FILE_LENGTH]) {
       const length = Math.ceil((need + GROW_BYTES) / this.cs) * this.cs;
-      file.ftruncate(this.d.metaFd, length);
+      const r = native.ftruncate(this.d.metaFd, length);
+      if (r < 0) return r;
       num[Num.FILE_LENGTH] = length;
     }
+    num[Num.HW] = hw;
+    return 0;
   }
 
   /** Locked. Refcount blocks for every cluster below `hw` that has a refcount (after rebuilding refcounts). */
@@ -286,6 +306,7 @@ export class Meta {
     if (b >= entries) {
       const r = this.growReftable(b);
       if (r < 0) return r;
+      if (d.reftable[b] > 0) return 0; // the new table's own clusters needed block b too
     }
     const c = this.allocateOne();
     if (c < 0) return c;
@@ -302,9 +323,12 @@ export class Meta {
     let c = num[Num.FREE_HINT];
     while (c < hw && refcounts[c] !== 0) c++;
     if (c >= refcounts.length) return -ENOSPC;
+    if (c + 1 > hw) {
+      const r = this.grow(c + 1);
+      if (r < 0) return r;
+    }
     refcounts[c] = 1;
     this.markRefblock(c);
-    if (c + 1 > hw) this.grow(c + 1);
     num[Num.FREE_HINT] = c + 1;
     num[Num.ALLOCATED]++;
     return c;
@@ -312,37 +336,53 @@ export class Meta {
 
   /**
    * Locked. A refcount table big enough for block index `b`, at the end of
-   * the file; the header names it after the writer has written it (and
-   * the old table's clusters are freed then).
+   * the file; the header names it once the writer has written it
+   * (writeback.ts). A grown table that a newer one supersedes before the
+   * header named it is freed at once, unless the writer is writing it now:
+   * then the header is about to name it, and it goes when the header moves on.
    */
   private growReftable(b: number): number {
     const d = this.d;
     const num = d.num;
     const perCluster = this.cs / 8;
     const now = Math.max(num[Num.REFTABLE_ENTRIES], num[Num.NEW_REFTABLE_ENTRIES]);
-    const entries = Math.ceil(Math.max(2 * now, b + 1) / perCluster) * perCluster;
+    const entries = Math.min(Math.ceil(Math.max(2 * now, b + 1) / perCluster) * perCluster, d.reftable.length);
+    if (entries <= b) return -ENOSPC;
     const clusters = entries / perCluster;
-    const old = num[Num.NEW_REFTABLE_OFFSET];
-    if (old > 0) {
-      // The last grown table never reached the header: nothing refers to it.
-      const first = old / this.cs;
-      for (let i = first; i < first + num[Num.NEW_REFTABLE_ENTRIES] / perCluster; i++) this.dropRef(i);
-    }
     const start = num[Num.HW];
     if (start + clusters > d.refcounts.length) return -ENOSPC;
+    const r = this.grow(start + clusters);
+    if (r < 0) return r;
+    const superseded = num[Num.NEW_REFTABLE_OFFSET];
+    if (superseded > 0 && superseded !== num[Num.TAKEN_REFTABLE_OFFSET]) {
+      this.unallocate(superseded / this.cs, num[Num.NEW_REFTABLE_ENTRIES] / perCluster); // nothing ever named it
+    }
     for (let i = start; i < start + clusters; i++) {
       d.refcounts[i] = 1;
       this.markRefblock(i);
     }
-    this.grow(start + clusters);
     num[Num.NEW_REFTABLE_OFFSET] = start * this.cs;
     num[Num.NEW_REFTABLE_ENTRIES] = entries;
     this.ctl[Ctl.REFTABLE_DIRTY] = 1;
     for (let i = start; i < start + clusters; i++) {
-      const r = this.ensureRefblock(i);
-      if (r < 0) return r;
+      const e = this.ensureRefblock(i);
+      if (e < 0) return e;
     }
     return 0;
+  }
+
+  /** Locked. The header names the table at `offset` now (writeback.ts): the one it named before loses its reference. */
+  switchReftable(offset: number, entries: number): void {
+    const num = this.d.num;
+    const first = num[Num.REFTABLE_OFFSET] / this.cs;
+    const clusters = (num[Num.REFTABLE_ENTRIES] * 8) / this.cs;
+    for (let c = first; c < first + clusters; c++) this.releaseCluster(c);
+    num[Num.REFTABLE_OFFSET] = offset;
+    num[Num.REFTABLE_ENTRIES] = entries;
+    if (num[Num.NEW_REFTABLE_OFFSET] === offset) {
+      num[Num.NEW_REFTABLE_OFFSET] = 0;
+      num[Num.NEW_REFTABLE_ENTRIES] = 0;
+    }
   }
 
   /** Locked. The L2 table that holds guest cluster g, allocated (empty) if there is none. */
@@ -367,7 +407,8 @@ export class Meta {
     const L = this.L;
     L.l2[2 * g] = hi;
     L.l2[2 * g + 1] = lo;
-    L.map[g] = mapValue(L, g, this.cs, (h) => this.d.refcounts[h] === 1);
+    // An Atomics store: it is ordered before the epoch a release records next (see pin()).
+    Atomics.store(L.map, g, mapValue(L, g, this.cs, (h) => this.d.refcounts[h] === 1));
     this.d.l2Dirty[Math.floor(g / L.l2Entries)] = 1;
     this.ctl[Ctl.DIRTY] = 1;
   }
@@ -471,7 +512,12 @@ export function encodeRefblock(d: MetaData, b: number, cs: number, blockEntries:
   }
 }
 
-/** Reads refcount block `block` (cluster bytes) into refcounts[first…]. */
-export function decodeRefblock(block: Uint8Array, order: number, refcounts: Uint32Array, first: number, entries: number): void {
-  for (let i = 0; i < entries && first + i < refcounts.length; i++) refcounts[first + i] = getRefcount(block, i, order);
+/** Reads refcount block `block` (cluster bytes) into refcounts[first…]; false when a refcount does not fit 32 bits. */
+export function decodeRefblock(block: Uint8Array, order: number, refcounts: Uint32Array, first: number, entries: number): boolean {
+  for (let i = 0; i < entries && first + i < refcounts.length; i++) {
+    const r = getRefcount(block, i, order);
+    if (r > 0xffffffff) return false;
+    refcounts[first + i] = r;
+  }
+  return true;
 }

@@ -61,7 +61,9 @@ function loadRefcounts(L: LayerData, h: Qcow2Header): { meta: MetaData; repaired
     if (b >= d.reftable.length) continue;
     d.reftable[b] = off;
     file.pread(L.metaFd, block, cs, off);
-    decodeRefblock(block, h.refcountOrder, d.refcounts, b * meta.blockEntries, meta.blockEntries);
+    if (!decodeRefblock(block, h.refcountOrder, d.refcounts, b * meta.blockEntries, meta.blockEntries)) {
+      throw new TargetError(`${L.path}: a refcount in the block at ${off} is above 2^32 (ublk-ts keeps 32 bits)`);
+    }
   }
   const num = d.num;
   num[Num.REFTABLE_OFFSET] = h.refcountTableOffset;
@@ -73,6 +75,8 @@ function loadRefcounts(L: LayerData, h: Qcow2Header): { meta: MetaData; repaired
 
   const dirty = (h.incompatible & INCOMPAT_DIRTY) !== 0n;
   if (dirty) {
+    const over = refs.findIndex((r) => r > meta.maxRefcount);
+    if (over >= 0) throw corrupt(`cluster ${over} has more references than a ${2 ** h.refcountOrder}-bit refcount holds`);
     d.refcounts.fill(0);
     d.refcounts.set(refs);
     d.refblockDirty.fill(1);
@@ -131,7 +135,7 @@ function countReferences(L: LayerData, h: Qcow2Header): Uint32Array {
   const ranges: [number, number][] = [];
   const add = (off: number, len: number) => ranges.push([Math.floor(off / cs), Math.floor((off + len - 1) / cs)]);
   add(0, cs); // the header and its extensions
-  add(h.l1TableOffset, Math.max(h.l1Size * 8, 1));
+  if (h.l1Size > 0) add(h.l1TableOffset, h.l1Size * 8);
   add(h.refcountTableOffset, h.refcountTableClusters * cs);
   const table = Buffer.alloc(h.refcountTableClusters * cs);
   file.pread(L.metaFd, table, table.length, h.refcountTableOffset);

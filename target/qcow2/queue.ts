@@ -49,6 +49,8 @@ const ISSUED = 1; // the data write is with the AIO engine
 const RETRY = 2; // the cluster became writable in place meanwhile
 const DEFER = 3; // another request is allocating it: wait for its link
 const ZERO_BY_WRITE = 4; // zeroCluster(): zeros must be written (version 2 over a backing file)
+const PUNCH_THEN_ZERO = 5; // zeroEntry(): punch the cluster's blocks, then set its zero flag
+const PUNCH = 6; // zeroEntry(): punch the cluster's blocks (a version 2 DISCARD over a backing file)
 
 // Where an allocated cluster's other bytes come from.
 const SRC_ZEROS = 0;
@@ -216,7 +218,7 @@ export class Qcow2Queue implements TargetQueue {
       if (x.kind === EXT_ZERO) {
         buf.fill(0, done, done + x.length);
       } else {
-        const err = this.readCompressedExtent(x.layer, x.host, pos, buf.subarray(done, done + x.length));
+        const err = this.readCompressedExtent(x.layer, x.host, x.hi, x.lo, pos, buf.subarray(done, done + x.length));
         if (err < 0) return done > 0 ? done : err;
       }
       pos += x.length;
@@ -225,15 +227,10 @@ export class Qcow2Queue implements TargetQueue {
     return done;
   }
 
-  /** Guest bytes of compressed cluster g of a layer, from pos on, into dest. */
-  private readCompressedExtent(layer: number, g: number, pos: number, dest: Uint8Array): number {
+  /** Guest bytes of compressed cluster g of a layer (L2 entry [hi, lo]), from pos on, into dest. */
+  private readCompressedExtent(layer: number, g: number, hi: number, lo: number, pos: number, dest: Uint8Array): number {
     const L = this.layers[layer];
     const cs = 2 ** L.clusterBits;
-    const meta = layer === 0 ? this.meta : null;
-    meta?.lock();
-    const hi = L.l2[2 * g];
-    const lo = L.l2[2 * g + 1];
-    meta?.unlock();
     const cluster = this.scratchBytes(cs);
     try {
       readCompressed(L, hi, lo, cluster);
@@ -298,20 +295,55 @@ export class Qcow2Queue implements TargetQueue {
    */
   private allocate(tag: number, g: number): number {
     const meta = this.meta!;
+    let r: number;
+    meta.lock();
+    try {
+      r = this.reserve(tag, g);
+    } finally {
+      meta.unlock();
+    }
+    if (r !== ISSUED) return r;
+    const cs = this.cs;
+    const n = this.allocN[tag];
+    const host = this.allocHost[tag];
+    const pos = this.pos[tag];
+    const stop = Math.min(this.segEnd[tag], (g + n) * cs);
+    const head = pos - g * cs;
+    const tail = (g + n) * cs - stop;
+    try {
+      if (this.allocSrc === SRC_ZEROS) {
+        // A cluster used before holds old bytes: the parts this write leaves must read as zeros.
+        if (!this.allocFresh && (head > 0 || tail > 0)) this.zeroHost(host * cs, n * cs);
+      } else if (head > 0 || tail > 0) {
+        this.copyOnWrite(this.allocSrc, g, this.oldHi[tag], this.oldLo[tag], host, head, tail);
+      }
+    } catch (e) {
+      this.abortAllocation(tag);
+      return -((e as SysError).errno ?? EIO);
+    }
+    this.piece[tag] = stop - pos;
+    this.aio.write(tag, this.L.fd, this.source(tag), stop - pos, host * cs + head);
+    return ISSUED;
+  }
+
+  /** What reserve() found: where the cluster's other bytes come from, and whether its host clusters read zeros. */
+  private allocSrc = SRC_ZEROS;
+  private allocFresh = false;
+
+  /**
+   * Locked. Decides how guest cluster g gets a host cluster and takes it:
+   * ISSUED (the allocation is the tag's; allocate() writes), RETRY, DEFER or -errno.
+   */
+  private reserve(tag: number, g: number): number {
+    const meta = this.meta!;
     const d = meta.d;
     const L = this.L;
     const cs = this.cs;
     const layers = this.layers;
-    const segEnd = this.segEnd[tag];
-    meta.lock();
-    if (L.map[g] > 0) {
-      meta.unlock();
-      return RETRY;
-    }
+    if (L.map[g] > 0) return RETRY;
     if (d.busy[g] !== 0) {
       Atomics.add(d.queueWaiting, this.ctx.qId, 1);
       d.num[Num.DEFERRED]++;
-      meta.unlock();
       return DEFER;
     }
     const hi = L.l2[2 * g];
@@ -332,58 +364,33 @@ export class Qcow2Queue implements TargetQueue {
       src = SRC_BELOW;
     }
     let n = 1;
-    if (src === SRC_ZEROS && old === 0) {
+    if (src === SRC_ZEROS && old === 0 && !below) {
       // Neighbours that also start as zeros go in the same allocation (one write, contiguous clusters).
-      const limit = Math.ceil(segEnd / cs);
-      while (g + n < limit && !below && L.l2[2 * (g + n)] === 0 && L.l2[2 * (g + n) + 1] === 0 && d.busy[g + n] === 0) n++;
+      const limit = Math.ceil(this.segEnd[tag] / cs);
+      while (g + n < limit && L.l2[2 * (g + n)] === 0 && L.l2[2 * (g + n) + 1] === 0 && d.busy[g + n] === 0) n++;
     }
     for (let i = 0; i < n; i++) {
       const r = meta.ensureL2(g + i);
-      if (r < 0) {
-        meta.unlock();
-        return r;
-      }
+      if (r < 0) return r;
     }
-    let host: number;
+    let host = off / cs;
     let fresh = false;
-    if (old === 2) {
-      host = off / cs;
-    } else {
+    if (old !== 2) {
       host = meta.allocate(n);
-      if (host < 0) {
-        meta.unlock();
-        return host;
-      }
+      if (host < 0) return host;
       n = meta.count;
       fresh = meta.fresh;
     }
     for (let i = 0; i < n; i++) d.busy[g + i] = 1;
     if (src !== SRC_ZEROS) d.num[Num.COW]++;
-    meta.unlock();
     this.allocG[tag] = g;
     this.allocN[tag] = n;
     this.allocHost[tag] = host;
     this.allocOld[tag] = old;
     this.oldHi[tag] = hi;
     this.oldLo[tag] = lo;
-
-    const pos = this.pos[tag];
-    const stop = Math.min(segEnd, (g + n) * cs);
-    const head = pos - g * cs;
-    const tail = (g + n) * cs - stop;
-    try {
-      if (src === SRC_ZEROS) {
-        // A cluster used before holds old bytes: the parts this write leaves must read as zeros.
-        if (!fresh && (head > 0 || tail > 0)) this.zeroHost(host * cs, n * cs);
-      } else if (head > 0 || tail > 0) {
-        this.copyOnWrite(src, g, hi, lo, host, head, tail);
-      }
-    } catch (e) {
-      this.abortAllocation(tag);
-      return -((e as SysError).errno ?? EIO);
-    }
-    this.piece[tag] = stop - pos;
-    this.aio.write(tag, L.fd, this.source(tag), stop - pos, host * cs + head);
+    this.allocSrc = src;
+    this.allocFresh = fresh;
     return ISSUED;
   }
 
@@ -430,12 +437,15 @@ export class Qcow2Queue implements TargetQueue {
     const n = this.allocN[tag];
     const host = this.allocHost[tag];
     meta.lock();
-    for (let i = 0; i < n; i++) {
-      meta.link(g + i, host + i);
-      d.busy[g + i] = 0;
+    try {
+      for (let i = 0; i < n; i++) {
+        meta.link(g + i, host + i);
+        d.busy[g + i] = 0;
+      }
+      if (this.allocOld[tag] === 1) meta.release(this.oldHi[tag], this.oldLo[tag]);
+    } finally {
+      meta.unlock();
     }
-    if (this.allocOld[tag] === 1) meta.release(this.oldHi[tag], this.oldLo[tag]);
-    meta.unlock();
     this.allocG[tag] = -1;
     meta.wakeWaiters(this.ctx.qId);
   }
@@ -447,9 +457,12 @@ export class Qcow2Queue implements TargetQueue {
     const g = this.allocG[tag];
     const n = this.allocN[tag];
     meta.lock();
-    if (this.allocOld[tag] !== 2) meta.unallocate(this.allocHost[tag], n);
-    for (let i = 0; i < n; i++) d.busy[g + i] = 0;
-    meta.unlock();
+    try {
+      if (this.allocOld[tag] !== 2) meta.unallocate(this.allocHost[tag], n);
+      for (let i = 0; i < n; i++) d.busy[g + i] = 0;
+    } finally {
+      meta.unlock();
+    }
     this.allocG[tag] = -1;
     meta.wakeWaiters(this.ctx.qId);
   }
@@ -503,13 +516,49 @@ export class Qcow2Queue implements TargetQueue {
   /** Zeros a whole guest cluster through its L2 entry. */
   private zeroCluster(g: number, discard: boolean, noUnmap: boolean): number {
     const meta = this.meta!;
+    let r: number;
+    meta.lock();
+    try {
+      r = this.zeroEntry(g, discard, noUnmap);
+    } finally {
+      meta.unlock();
+    }
+    if (r !== PUNCH_THEN_ZERO && r !== PUNCH) return r;
+    const off = this.punchAt;
+    let err = 0;
+    try {
+      file.fallocate(this.L.metaFd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, this.cs);
+    } catch (e) {
+      // A DISCARD is a hint: a filesystem without holes keeps the bytes.
+      if (!(e instanceof SysError && e.code === 'EOPNOTSUPP') && !discard) err = -((e as SysError).errno ?? EIO);
+    }
+    if (r === PUNCH) return 0;
+    meta.lock();
+    try {
+      if (err === 0) meta.setZero(g, off / this.cs);
+      meta.d.busy[g] = 0;
+    } finally {
+      meta.unlock();
+    }
+    meta.wakeWaiters(this.ctx.qId);
+    return err;
+  }
+
+  /** Where zeroCluster() punches (set by zeroEntry()). */
+  private punchAt = 0;
+
+  /**
+   * Locked. Zeros guest cluster g in its L2 entry where that is all it
+   * takes (0); else says what zeroCluster() must do: PUNCH_THEN_ZERO (the
+   * cluster is busy until then), PUNCH, ZERO_BY_WRITE; or DEFER, -errno.
+   */
+  private zeroEntry(g: number, discard: boolean, noUnmap: boolean): number {
+    const meta = this.meta!;
     const d = meta.d;
     const L = this.L;
     const cs = this.cs;
-    meta.lock();
     if (d.busy[g] !== 0) {
       Atomics.add(d.queueWaiting, this.ctx.qId, 1);
-      meta.unlock();
       return DEFER;
     }
     const hi = L.l2[2 * g];
@@ -519,40 +568,25 @@ export class Qcow2Queue implements TargetQueue {
     const own = off > 0 && d.refcounts[off / cs] === 1;
     const below = this.layers.length > 1 && g * cs < this.layers[1].size;
     const unallocated = hi === 0 && lo === 0;
+    this.punchAt = off;
     if (L.version >= 3) {
       if (own) {
-        // The cluster stays this guest cluster's; unless told to keep it, its blocks go back to the filesystem.
-        if (!(discard || !noUnmap)) {
+        // The cluster stays this guest cluster's; unless told to keep them, its blocks go back to the filesystem.
+        if (!discard && noUnmap) {
           meta.setZero(g, off / cs);
-          meta.unlock();
           return 0;
         }
         d.busy[g] = 1;
-        meta.unlock();
-        let err = 0;
-        try {
-          file.fallocate(L.metaFd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, cs);
-        } catch (e) {
-          if (!(e instanceof SysError && e.code === 'EOPNOTSUPP')) err = -((e as SysError).errno ?? EIO);
-        }
-        meta.lock();
-        if (err === 0) meta.setZero(g, off / cs);
-        d.busy[g] = 0;
-        meta.unlock();
-        meta.wakeWaiters(this.ctx.qId);
-        return err;
+        return PUNCH_THEN_ZERO;
       }
       if ((unallocated && (!below || discard)) || (lo & L2_ZERO && off === 0 && !compressed)) {
-        meta.unlock();
         return 0; // reads zeros already (or, discarded, may keep the backing file's bytes)
       }
       const r = meta.ensureL2(g);
-      if (r === 0) {
-        meta.setZero(g, 0);
-        if (!unallocated) meta.release(hi, lo);
-      }
-      meta.unlock();
-      return r;
+      if (r < 0) return r;
+      meta.setZero(g, 0);
+      if (!unallocated) meta.release(hi, lo);
+      return 0;
     }
     // Version 2 has no zero flag: an unallocated cluster reads zeros only without a backing file.
     if (!below) {
@@ -560,19 +594,10 @@ export class Qcow2Queue implements TargetQueue {
         meta.setEntry(g, 0, 0);
         meta.release(hi, lo);
       }
-      meta.unlock();
       return 0;
     }
-    meta.unlock();
     if (!discard) return ZERO_BY_WRITE;
-    if (own) {
-      try {
-        file.fallocate(L.metaFd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, cs);
-      } catch {
-        // a hint only
-      }
-    }
-    return 0;
+    return own ? PUNCH : 0;
   }
 
   /** FLUSH (or the end of a FUA write): completes with `result` once the writer has flushed. */

@@ -6,8 +6,8 @@
  *   1. refcount blocks (and a grown refcount table), then fdatasync: the
  *      data of every write that completed and the refcounts of every
  *      cluster the next steps point to are durable;
- *   2. the header names a grown refcount table, fdatasync; or the refcount
- *      table changed in place, fdatasync;
+ *   2. the header names a grown refcount table, or the refcount table
+ *      changes in place (naming the new blocks), fdatasync;
  *   3. L2 tables, fdatasync: they point only at durable data;
  *   4. the L1 table (only when it changed), fdatasync: it points only at
  *      durable L2 tables.
@@ -53,27 +53,41 @@ export function writeback(meta: Meta, final: boolean): void {
 /** Steps 1-5 once; returns the clusters freed. */
 function pass(meta: Meta, holdRefcounts: boolean): number {
   const d = meta.d;
-  meta.lock();
-  const snap = take(meta, holdRefcounts);
-  meta.unlock();
+  let snap: Snapshot | null = null;
   try {
+    meta.lock();
+    try {
+      snap = take(meta, holdRefcounts);
+    } finally {
+      meta.unlock();
+    }
     if (holdRefcounts && snap.l2.length + (snap.l1 ? 1 : 0) > 0 && Atomics.load(d.ctl, Ctl.DIRTY_BIT_ON_DISK) === 0) {
       // Refcounts on disk go stale from here: say so before any table does.
       setDirtyBit(meta, true);
       sync(meta);
     }
+    const table = snap.reftable;
     for (const [b, bytes] of snap.refblocks) write(meta, bytes, d.reftable[b]);
-    if (snap.reftable !== null) write(meta, snap.reftable.bytes, snap.reftable.offset);
+    if (table?.grown) write(meta, table.bytes, table.offset);
     sync(meta); // 1: data, refcount blocks, a grown table
-    if (snap.reftable !== null) {
-      if (snap.reftable.grown) {
+    if (table !== null) {
+      if (table.grown) {
         const header = Buffer.alloc(12);
-        header.writeBigUInt64BE(BigInt(snap.reftable.offset), 0);
-        header.writeUInt32BE((snap.reftable.entries * 8) / meta.cs, 8);
+        header.writeBigUInt64BE(BigInt(table.offset), 0);
+        header.writeUInt32BE((table.entries * 8) / meta.cs, 8);
         write(meta, header, HDR_REFCOUNT_TABLE_OFFSET);
+      } else {
+        write(meta, table.bytes, table.offset); // names blocks that step 1 made durable
       }
       sync(meta); // 2
-      if (snap.reftable.grown) switchReftable(meta, snap.reftable.offset, snap.reftable.entries);
+      if (table.grown) {
+        meta.lock();
+        try {
+          meta.switchReftable(table.offset, table.entries);
+        } finally {
+          meta.unlock();
+        }
+      }
     }
     if (snap.l2.length > 0) {
       for (const [t, bytes] of snap.l2) write(meta, bytes, meta.L.l1[t]);
@@ -84,18 +98,22 @@ function pass(meta: Meta, holdRefcounts: boolean): number {
       sync(meta); // 4
     }
   } catch (e) {
-    redirty(meta, snap);
+    if (snap !== null) redirty(meta, snap);
     Atomics.store(d.ctl, Ctl.FAILED, (e as { errno?: number }).errno ?? 5);
     throw e;
+  } finally {
+    if (snap?.reftable?.grown) d.num[Num.TAKEN_REFTABLE_OFFSET] = 0;
   }
   d.num[Num.FLUSHES]++;
   // 5: two epochs on, no request that saw a freed cluster is still in flight.
   meta.advanceEpoch();
   meta.advanceEpoch();
   meta.lock();
-  const freed = meta.applyFrees(snap.pendingTail);
-  meta.unlock();
-  return freed;
+  try {
+    return meta.applyFrees(snap.pendingTail);
+  } finally {
+    meta.unlock();
+  }
 }
 
 /** Locked. Copies what is dirty and marks it clean. */
@@ -120,6 +138,8 @@ function take(meta: Meta, holdRefcounts: boolean): Snapshot {
       const bytes = Buffer.alloc(entries * 8);
       for (let b = 0; b < entries; b++) bytes.writeBigUInt64BE(BigInt(d.reftable[b]), 8 * b);
       snap.reftable = { offset: grown ? d.num[Num.NEW_REFTABLE_OFFSET] : d.num[Num.REFTABLE_OFFSET], entries, bytes, grown };
+      // The header will name this one: a queue that grows the table meanwhile must not free it (meta.ts growReftable).
+      if (grown) d.num[Num.TAKEN_REFTABLE_OFFSET] = snap.reftable.offset;
     }
   }
   const E = L.l2Entries;
@@ -155,28 +175,15 @@ function take(meta: Meta, holdRefcounts: boolean): Snapshot {
 function redirty(meta: Meta, snap: Snapshot): void {
   const d = meta.d;
   meta.lock();
-  for (const [b] of snap.refblocks) d.refblockDirty[b] = 1;
-  if (snap.reftable !== null) d.ctl[Ctl.REFTABLE_DIRTY] = 1;
-  for (const [t] of snap.l2) d.l2Dirty[t] = 1;
-  if (snap.l1 !== null) d.ctl[Ctl.L1_DIRTY] = 1;
-  d.ctl[Ctl.DIRTY] = 1;
-  meta.unlock();
-}
-
-/** The header names the grown table: the old one's clusters are freed like any dropped reference. */
-function switchReftable(meta: Meta, offset: number, entries: number): void {
-  const num = meta.d.num;
-  meta.lock();
-  const oldFirst = num[Num.REFTABLE_OFFSET] / meta.cs;
-  const oldClusters = (num[Num.REFTABLE_ENTRIES] * 8) / meta.cs;
-  num[Num.REFTABLE_OFFSET] = offset;
-  num[Num.REFTABLE_ENTRIES] = entries;
-  if (num[Num.NEW_REFTABLE_OFFSET] === offset) {
-    num[Num.NEW_REFTABLE_OFFSET] = 0;
-    num[Num.NEW_REFTABLE_ENTRIES] = 0;
+  try {
+    for (const [b] of snap.refblocks) d.refblockDirty[b] = 1;
+    if (snap.reftable !== null) d.ctl[Ctl.REFTABLE_DIRTY] = 1;
+    for (const [t] of snap.l2) d.l2Dirty[t] = 1;
+    if (snap.l1 !== null) d.ctl[Ctl.L1_DIRTY] = 1;
+    d.ctl[Ctl.DIRTY] = 1;
+  } finally {
+    meta.unlock();
   }
-  for (let c = oldFirst; c < oldFirst + oldClusters; c++) meta.releaseCluster(c);
-  meta.unlock();
 }
 
 function setDirtyBit(meta: Meta, dirty: boolean): void {

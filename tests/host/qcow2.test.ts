@@ -17,7 +17,10 @@ const MiB = 1024 * KiB;
 const SIZE = 8 * MiB;
 // /var/tmp, not a tmpfs: O_DIRECT works there as on a disk.
 const dir = mkdtempSync('/var/tmp/ublk-qcow2-');
-t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+t.teardown(async () => {
+  await TargetClient.closeAll(); // a test that failed half-way left its device open
+  rmSync(dir, { recursive: true, force: true });
+});
 
 function qemu(tool: string, ...args: string[]): string {
   return execFileSync(tool, args, { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -175,6 +178,7 @@ const writable: [string, string[]][] = [
   ['512 B clusters (the refcount table grows)', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=512', 'w.qcow2', '8M']],
   ['2 MiB clusters', ['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=2M', 'w.qcow2', '8M']],
   ['refcount_bits=1', ['create', '-q', '-f', 'qcow2', '-o', 'refcount_bits=1', 'w.qcow2', '8M']],
+  ['refcount_bits=64, 4 KiB clusters (new refcount blocks)', ['create', '-q', '-f', 'qcow2', '-o', 'refcount_bits=64,cluster_size=4096', 'w.qcow2', '8M']],
   ['over a qcow2 backing file', ['create', '-q', '-f', 'qcow2', '-b', 'base.qcow2', '-F', 'qcow2', 'w.qcow2']],
   ['v2, 4 KiB clusters, over a raw backing file', ['create', '-q', '-f', 'qcow2', '-o', 'compat=0.10,cluster_size=4096', '-b', 'base.raw', '-F', 'raw', 'w.qcow2']],
   ['compressed (deflate)', ['convert', '-c', '-O', 'qcow2', 'base.raw', 'w.qcow2']],

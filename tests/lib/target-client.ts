@@ -81,7 +81,17 @@ export class TargetClient {
       await device.close?.();
       throw e;
     }
-    return new TargetClient(device, qs, maxIoSize);
+    const client = new TargetClient(device, qs, maxIoSize);
+    TargetClient.opened.add(client);
+    return client;
+  }
+
+  /** Clients not closed yet: a test that failed half-way closes them in its teardown, so no thread keeps the process alive. */
+  private static readonly opened = new Set<TargetClient>();
+
+  /** Closes every client still open, ignoring their errors (the test has failed already). */
+  static async closeAll(): Promise<void> {
+    await Promise.allSettled([...TargetClient.opened].map((c) => c.close()));
   }
 
   get queues(): number {
@@ -157,6 +167,14 @@ export class TargetClient {
 
   /** Ends the queues as STOP_DEV would (what is in flight completes first), then closes the device. */
   async close(): Promise<void> {
+    this.closing ??= this.closeOnce();
+    return this.closing;
+  }
+
+  private closing: Promise<void> | null = null;
+
+  private async closeOnce(): Promise<void> {
+    TargetClient.opened.delete(this);
     for (const q of this.qs) q.fake.abortAll();
     const runs = await Promise.allSettled(this.qs.map((q) => q.run));
     for (const q of this.qs) {
