@@ -603,6 +603,8 @@ function prepareQcow2(): void {
   say(`writing the fully allocated 1 GiB qcow2 image ${qcow2Image}`);
   sh('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'preallocation=full', qcow2Image, `${statSync(image).size}`]);
   if (!existsSync(NBD_DEV)) drop(['qemu-nbd'], `no ${NBD_DEV} (the nbd module)`);
+  // qemu-nbd --connect binds its socket in /run/lock, which a fresh /run (the VM's tmpfs) lacks.
+  mkdirSync('/run/lock', { recursive: true });
 }
 if (variants.some((v) => v.key === 'qcow2' || v.key === 'qemu-nbd')) prepareQcow2();
 
