@@ -602,6 +602,8 @@ function prepareQcow2(): void {
   if (why !== undefined) return drop(['qcow2', 'qemu-nbd'], `no ${why} (qemu-utils)`);
   say(`writing the fully allocated 1 GiB qcow2 image ${qcow2Image}`);
   sh('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'preallocation=full', qcow2Image, `${statSync(image).size}`]);
+  // qemu-img leaves 1 GiB dirty in the page cache: an O_DIRECT read would first wait for its range's writeback.
+  sh('sync', [qcow2Image]);
   if (!existsSync(NBD_DEV)) drop(['qemu-nbd'], `no ${NBD_DEV} (the nbd module)`);
   // qemu-nbd --connect binds its socket in /run/lock, which a fresh /run (the VM's tmpfs) lacks.
   mkdirSync('/run/lock', { recursive: true });
