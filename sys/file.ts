@@ -70,6 +70,44 @@ export function flock(fd: number, operation: number, path?: string): boolean {
   return true;
 }
 
+/** struct flock (include/uapi/asm-generic/fcntl.h; x86_64, where off_t is 64 bits). */
+export const struct_flock = { SIZE: 32, l_type: 0, l_whence: 2, l_start: 8, l_len: 16, l_pid: 24 } as const;
+export const F_RDLCK = 0;
+export const F_WRLCK = 1;
+export const F_OFD_GETLK = 36;
+export const F_OFD_SETLK = 37;
+
+function flockOfByte(offset: number, type: number): Buffer {
+  const b = Buffer.alloc(struct_flock.SIZE); // l_whence SEEK_SET, l_pid 0 (OFD locks want 0)
+  b.writeInt16LE(type, struct_flock.l_type);
+  b.writeBigInt64LE(BigInt(offset), struct_flock.l_start);
+  b.writeBigInt64LE(1n, struct_flock.l_len);
+  return b;
+}
+
+/**
+ * An open file description lock (F_OFD_SETLK) of `type` on the byte at
+ * `offset`, held until the description's last fd closes. Returns false
+ * when another description holds a conflicting lock, null when the
+ * filesystem does not take such locks.
+ */
+export function ofdLockByte(fd: number, offset: number, type: number, path?: string): boolean | null {
+  const r = native.fcntl_ptr(fd, F_OFD_SETLK, flockOfByte(offset, type));
+  if (r === -11 /* EAGAIN */ || r === -13 /* EACCES */) return false;
+  if (r === -37 /* ENOLCK */ || r === -95 /* EOPNOTSUPP */ || r === -22 /* EINVAL */) return null;
+  check(r, 'fcntl', path);
+  return true;
+}
+
+/** Whether another open file description holds a lock on the byte at `offset` that conflicts with `type` (F_OFD_GETLK). */
+export function ofdByteLocked(fd: number, offset: number, type: number, path?: string): boolean {
+  const b = flockOfByte(offset, type);
+  const r = native.fcntl_ptr(fd, F_OFD_GETLK, b);
+  if (r === -37 || r === -95 || r === -22) return false;
+  check(r, 'fcntl', path);
+  return b.readInt16LE(struct_flock.l_type) !== 2; // F_UNLCK: no conflict
+}
+
 export interface FileInfo {
   size: number;
   isFile: boolean;

@@ -27,12 +27,14 @@ const SYS_io_submit = 209;
 const SYS_io_uring_setup = 425;
 const SYS_io_uring_enter = 426;
 const SYS_io_uring_register = 427;
+const SYS_fcntl = 72;
 
 // Fixed-arity views of the variadic syscall(2): koffi's variadic calls cost
 // about twice as much (koffi-notes §1), and glibc's syscall() ignores %al.
 const syscall1 = libc.func('syscall', 'long', ['long', 'long']);
 const syscall2p = libc.func('syscall', 'long', ['long', 'long', 'void *']);
 const syscall3 = libc.func('syscall', 'long', ['long', 'long', 'long', 'long']);
+const syscall3p = libc.func('syscall', 'long', ['long', 'long', 'long', 'void *']);
 const syscall5pp = libc.func('syscall', 'long', ['long', 'long', 'long', 'long', 'void *', 'void *']);
 const syscall_enter = libc.func('syscall', 'long', ['long', 'int', 'uint', 'uint', 'uint', 'void *', 'size_t']);
 const syscall_register = libc.func('syscall', 'long', ['long', 'int', 'uint', 'void *', 'uint']);
@@ -115,6 +117,10 @@ export function ioctl(fd: number, request: number, arg: Ptr): number {
 }
 export function flock(fd: number, operation: number): number {
   return res(c_flock(fd, operation));
+}
+/** fcntl(2) with a pointer argument (F_OFD_GETLK, F_OFD_SETLK: a struct flock). */
+export function fcntl_ptr(fd: number, cmd: number, arg: Ptr): number {
+  return res(syscall3p(SYS_fcntl, fd, cmd, arg));
 }
 /** sched_setaffinity(2); pid 0 is the calling thread. */
 export function sched_setaffinity(pid: number, mask: Uint8Array): number {

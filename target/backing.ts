@@ -100,6 +100,7 @@ export function openBacking(path: string, options: BackingOptions): Backing {
     if (!file.flock(fd, (options.lock === 'shared' ? file.LOCK_SH : file.LOCK_EX) | file.LOCK_NB, path)) {
       throw new TargetError(`${path} is already used by another ublk-ts device (see ublk list)`, { held: realpathSync(path) });
     }
+    takeQemuLock(fd, path, !readOnly);
     const info = file.fstat(fd, path);
     const blockDevice = info.isBlockDevice;
     const size = blockDevice ? file.blockDeviceSize(fd, path) : info.size;
@@ -115,6 +116,33 @@ export function openBacking(path: string, options: BackingOptions): Backing {
   } catch (e) {
     file.close(fd);
     throw e;
+  }
+}
+
+// qemu's image locking (block/file-posix.c): a process holds a read lock on
+// byte 100+i for each permission i it uses and on byte 200+i for each it
+// denies everyone else. 0 consistent read, 1 write, 3 resize.
+const PERM_BASE = 100;
+const SHARED_BASE = 200;
+const PERM_READ = 0;
+const PERM_WRITE = 1;
+const PERM_RESIZE = 3;
+
+/**
+ * Takes the locks qemu takes on an image it reads (and writes): qemu,
+ * qemu-nbd and qemu-img then refuse to write what we serve, or to open
+ * what we write, and we refuse a file one of them holds. The locks go with
+ * the last fd of this open file description.
+ */
+function takeQemuLock(fd: number, path: string, write: boolean): void {
+  const used = write ? [PERM_READ, PERM_WRITE, PERM_RESIZE] : [PERM_READ];
+  const denied = [PERM_WRITE, PERM_RESIZE];
+  for (const p of used) if (file.ofdLockByte(fd, PERM_BASE + p, file.F_RDLCK, path) === null) return; // no such locks here
+  for (const p of denied) file.ofdLockByte(fd, SHARED_BASE + p, file.F_RDLCK, path);
+  // Locked first, checked after (as qemu): of two openers at once, neither misses the other.
+  const clash = used.some((p) => file.ofdByteLocked(fd, SHARED_BASE + p, file.F_WRLCK, path)) || denied.some((p) => file.ofdByteLocked(fd, PERM_BASE + p, file.F_WRLCK, path));
+  if (clash) {
+    throw new TargetError(`${path} is in use by another program that holds its qemu image lock (qemu, qemu-nbd, qemu-img)${write ? '' : ' and writes it'}`);
   }
 }
 

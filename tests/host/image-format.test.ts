@@ -1,9 +1,10 @@
 // Issue 16: the loop target refuses disk images it would serve as their
 // container's bytes; images made by qemu-img (qemu-utils), not by us.
 import t from 'tap';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import * as file from '../../sys/file.js';
 import loop from '../../target/loop/index.js';
 import { TargetError, type TargetDevice } from '../../target/target.js';
 
@@ -68,4 +69,28 @@ t.test('a raw image, and a file that only mentions a magic past the probe, are s
   bytes.write('QFI\xfb', 4096, 'latin1');
   writeFileSync(late, bytes);
   t.equal(openError(late), '');
+});
+
+t.test("a raw file qemu writes is refused, and qemu does not write a file the loop target serves (qemu's image lock)", async (t) => {
+  const img = join(dir, 'shared.img');
+  writeFileSync(img, Buffer.alloc(1 << 20));
+  const dev = loop.open({ file: img }) as TargetDevice;
+  let said = '';
+  try {
+    execFileSync('qemu-io', ['-f', 'raw', '-c', 'write 0 4k', img], { stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    said = String((e as { stderr?: Buffer }).stderr);
+  }
+  dev.close?.();
+  t.match(said, /Failed to get .*lock/, 'qemu-io cannot write it while the loop target serves it');
+
+  const holder = spawn('qemu-io', ['-f', 'raw', '-c', 'sleep 30000', img], { stdio: 'ignore' });
+  try {
+    const fd = file.open(img, file.O_RDONLY);
+    for (let i = 0; i < 100 && !file.ofdByteLocked(fd, 101, file.F_WRLCK); i++) await new Promise((r) => setTimeout(r, 100));
+    file.close(fd);
+    t.match(openError(img), /shared\.img is in use by another program that holds its qemu image lock/);
+  } finally {
+    holder.kill('SIGKILL');
+  }
 });

@@ -4,9 +4,10 @@
 // nobody here wrote: what the device reads must be what `qemu-img convert
 // -O raw` reads, and after writes `qemu-img check` must find no error.
 import t from 'tap';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import * as file from '../../sys/file.js';
 import qcow2 from '../../target/qcow2/index.js';
 import { openImage, readGuest } from '../../target/qcow2/layer.js';
 import { TargetError } from '../../target/target.js';
@@ -305,4 +306,32 @@ t.test('a qcow2 image is the device of one writer: a second open for writing is 
   const a = await TargetClient.open(qcow2, { file: p('a.qcow2') });
   t.equal(await refusal('b.qcow2'), '', 'two images over one backing file');
   await a.close();
+});
+
+t.test("qemu's image lock: qemu-img does not touch an image being served, and an image qemu has open is refused", async (t) => {
+  qemu('qemu-img', 'create', '-q', '-f', 'qcow2', 'locked.qcow2', '1M');
+  const c = await TargetClient.open(qcow2, { file: p('locked.qcow2') });
+  for (const args of [['qemu-img', 'check', 'locked.qcow2'], ['qemu-io', '-c', 'write 0 4k', 'locked.qcow2']]) {
+    let stderr = '';
+    try {
+      qemu(args[0], ...args.slice(1));
+    } catch (e) {
+      stderr = String((e as { stderr?: string }).stderr);
+    }
+    t.match(stderr, /Failed to get .*lock/, `${args.join(' ')} is refused while the device serves the image`);
+  }
+  await c.close();
+  t.equal(check(p('locked.qcow2')), 'No errors were found on the image.', 'qemu-img check works once the device is gone');
+
+  const holder = spawn('qemu-io', ['-c', 'sleep 30000', p('locked.qcow2')], { stdio: 'ignore' });
+  try {
+    // Wait until qemu-io holds its write lock (byte 101) without taking ours: it would refuse the image then.
+    const fd = file.open(p('locked.qcow2'), file.O_RDONLY);
+    for (let i = 0; i < 100 && !file.ofdByteLocked(fd, 101, file.F_WRLCK); i++) await new Promise((r) => setTimeout(r, 100));
+    file.close(fd);
+    t.match(await refusal('locked.qcow2', true), /locked\.qcow2 is in use by another program that holds its qemu image lock .* and writes it/, 'read-only: refused while qemu-io writes it');
+    t.match(await refusal('locked.qcow2'), /locked\.qcow2 is in use by another program that holds its qemu image lock/, 'writable: refused too');
+  } finally {
+    holder.kill('SIGKILL');
+  }
 });
