@@ -74,8 +74,12 @@ export function flock(fd: number, operation: number, path?: string): boolean {
 export const struct_flock = { SIZE: 32, l_type: 0, l_whence: 2, l_start: 8, l_len: 16, l_pid: 24 } as const;
 export const F_RDLCK = 0;
 export const F_WRLCK = 1;
+export const F_UNLCK = 2;
 export const F_OFD_GETLK = 36;
 export const F_OFD_SETLK = 37;
+
+/** ENOLCK, EOPNOTSUPP, EINVAL: the filesystem takes no OFD locks. */
+const noOfdLocks = (r: number) => r === -37 || r === -95 || r === -22;
 
 function flockOfByte(offset: number, type: number): Buffer {
   const b = Buffer.alloc(struct_flock.SIZE); // l_whence SEEK_SET, l_pid 0 (OFD locks want 0)
@@ -94,7 +98,7 @@ function flockOfByte(offset: number, type: number): Buffer {
 export function ofdLockByte(fd: number, offset: number, type: number, path?: string): boolean | null {
   const r = native.fcntl_ptr(fd, F_OFD_SETLK, flockOfByte(offset, type));
   if (r === -11 /* EAGAIN */ || r === -13 /* EACCES */) return false;
-  if (r === -37 /* ENOLCK */ || r === -95 /* EOPNOTSUPP */ || r === -22 /* EINVAL */) return null;
+  if (noOfdLocks(r)) return null;
   check(r, 'fcntl', path);
   return true;
 }
@@ -103,9 +107,9 @@ export function ofdLockByte(fd: number, offset: number, type: number, path?: str
 export function ofdByteLocked(fd: number, offset: number, type: number, path?: string): boolean {
   const b = flockOfByte(offset, type);
   const r = native.fcntl_ptr(fd, F_OFD_GETLK, b);
-  if (r === -37 || r === -95 || r === -22) return false;
+  if (noOfdLocks(r)) return false;
   check(r, 'fcntl', path);
-  return b.readInt16LE(struct_flock.l_type) !== 2; // F_UNLCK: no conflict
+  return b.readInt16LE(struct_flock.l_type) !== F_UNLCK; // the kernel wrote F_UNLCK: no conflict
 }
 
 export interface FileInfo {

@@ -144,17 +144,11 @@ export function resolve(layers: LayerData[], from: number, pos: number, maxLen: 
       continue; // the layer below has these bytes
     }
     // MAP_SLOW: the raw entry says; read under the guard, it may have changed since the map was read.
-    let hi: number;
-    let lo: number;
-    if (k === 0 && guard !== null) {
-      guard.lock();
-      hi = L.l2[2 * g];
-      lo = L.l2[2 * g + 1];
-      guard.unlock();
-    } else {
-      hi = L.l2[2 * g];
-      lo = L.l2[2 * g + 1];
-    }
+    const guarded = k === 0 && guard !== null;
+    if (guarded) guard.lock();
+    const hi = L.l2[2 * g];
+    const lo = L.l2[2 * g + 1];
+    if (guarded) guard.unlock();
     if (len > run) len = run;
     out.layer = k;
     out.length = len;

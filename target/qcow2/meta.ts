@@ -177,6 +177,16 @@ export class Meta {
     }
   }
 
+  /** `fn` under the lock. For the writer and open(); queues call lock()/unlock() themselves, without a closure per request. */
+  locked<T>(fn: () => T): T {
+    this.lock();
+    try {
+      return fn();
+    } finally {
+      this.unlock();
+    }
+  }
+
   /**
    * Epochs: a request that may touch host clusters pins the current epoch
    * (counted per queue and parity) before it looks at the map, and unpins

@@ -82,9 +82,7 @@ function loadRefcounts(L: LayerData, h: Qcow2Header): { meta: MetaData; repaired
     d.refblockDirty.fill(1);
     d.ctl[Ctl.DIRTY_BIT_ON_DISK] = 1;
     d.ctl[Ctl.DIRTY] = 1;
-    meta.lock();
-    const r = meta.ensureRefblocks(hw);
-    meta.unlock();
+    const r = meta.locked(() => meta.ensureRefblocks(hw));
     if (r < 0) throw new TargetError(`${L.path}: its refcounts cannot be rebuilt (no room for refcount blocks)`);
   } else {
     let over = 0;

@@ -30,7 +30,7 @@ import {
 } from '../../sys/ublk/io.js';
 import type { QueueContext, TargetQueue } from '../target.js';
 import { L2_COMPRESSED, L2_COPIED, L2_ZERO, entryOffset } from './format.js';
-import { EXT_DATA, EXT_ZERO, type LayerData, newExtent, readCompressed, readGuest, resolve } from './layer.js';
+import { EXT_DATA, EXT_ZERO, type Extent, type LayerData, newExtent, readCompressed, readGuest, resolve } from './layer.js';
 import { Ctl, Meta, type MetaData, Num } from './meta.js';
 
 const EIO = 5;
@@ -218,7 +218,7 @@ export class Qcow2Queue implements TargetQueue {
       if (x.kind === EXT_ZERO) {
         buf.fill(0, done, done + x.length);
       } else {
-        const err = this.readCompressedExtent(x.layer, x.host, x.hi, x.lo, pos, buf.subarray(done, done + x.length));
+        const err = this.readCompressedExtent(x, pos, buf.subarray(done, done + x.length));
         if (err < 0) return done > 0 ? done : err;
       }
       pos += x.length;
@@ -227,17 +227,17 @@ export class Qcow2Queue implements TargetQueue {
     return done;
   }
 
-  /** Guest bytes of compressed cluster g of a layer (L2 entry [hi, lo]), from pos on, into dest. */
-  private readCompressedExtent(layer: number, g: number, hi: number, lo: number, pos: number, dest: Uint8Array): number {
-    const L = this.layers[layer];
+  /** Guest bytes of a compressed extent (resolve()'s), from pos on, into dest. */
+  private readCompressedExtent(x: Extent, pos: number, dest: Uint8Array): number {
+    const L = this.layers[x.layer];
     const cs = 2 ** L.clusterBits;
     const cluster = this.scratchBytes(cs);
     try {
-      readCompressed(L, hi, lo, cluster);
+      readCompressed(L, x.hi, x.lo, cluster);
     } catch {
       return -EIO;
     }
-    const from = pos - g * cs;
+    const from = pos - x.host * cs; // x.host: the guest cluster
     dest.set(cluster.subarray(from, from + dest.length));
     return 0;
   }

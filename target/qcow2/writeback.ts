@@ -55,12 +55,7 @@ function pass(meta: Meta, holdRefcounts: boolean): number {
   const d = meta.d;
   let snap: Snapshot | null = null;
   try {
-    meta.lock();
-    try {
-      snap = take(meta, holdRefcounts);
-    } finally {
-      meta.unlock();
-    }
+    snap = meta.locked(() => take(meta, holdRefcounts));
     if (holdRefcounts && snap.l2.length + (snap.l1 ? 1 : 0) > 0 && Atomics.load(d.ctl, Ctl.DIRTY_BIT_ON_DISK) === 0) {
       // Refcounts on disk go stale from here: say so before any table does.
       setDirtyBit(meta, true);
@@ -80,14 +75,7 @@ function pass(meta: Meta, holdRefcounts: boolean): number {
         write(meta, table.bytes, table.offset); // names blocks that step 1 made durable
       }
       sync(meta); // 2
-      if (table.grown) {
-        meta.lock();
-        try {
-          meta.switchReftable(table.offset, table.entries);
-        } finally {
-          meta.unlock();
-        }
-      }
+      if (table.grown) meta.locked(() => meta.switchReftable(table.offset, table.entries));
     }
     if (snap.l2.length > 0) {
       for (const [t, bytes] of snap.l2) write(meta, bytes, meta.L.l1[t]);
@@ -108,12 +96,8 @@ function pass(meta: Meta, holdRefcounts: boolean): number {
   // 5: two epochs on, no request that saw a freed cluster is still in flight.
   meta.advanceEpoch();
   meta.advanceEpoch();
-  meta.lock();
-  try {
-    return meta.applyFrees(snap.pendingTail);
-  } finally {
-    meta.unlock();
-  }
+  const pendingTail = snap.pendingTail;
+  return meta.locked(() => meta.applyFrees(pendingTail));
 }
 
 /** Locked. Copies what is dirty and marks it clean. */
@@ -174,16 +158,13 @@ function take(meta: Meta, holdRefcounts: boolean): Snapshot {
 /** After a failed write: what the snapshot took is dirty again. */
 function redirty(meta: Meta, snap: Snapshot): void {
   const d = meta.d;
-  meta.lock();
-  try {
+  meta.locked(() => {
     for (const [b] of snap.refblocks) d.refblockDirty[b] = 1;
     if (snap.reftable !== null) d.ctl[Ctl.REFTABLE_DIRTY] = 1;
     for (const [t] of snap.l2) d.l2Dirty[t] = 1;
     if (snap.l1 !== null) d.ctl[Ctl.L1_DIRTY] = 1;
     d.ctl[Ctl.DIRTY] = 1;
-  } finally {
-    meta.unlock();
-  }
+  });
 }
 
 function setDirtyBit(meta: Meta, dirty: boolean): void {

@@ -1,12 +1,12 @@
 // Issue 16: the loop target refuses disk images it would serve as their
 // container's bytes; images made by qemu-img (qemu-utils), not by us.
 import t from 'tap';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import * as file from '../../sys/file.js';
 import loop from '../../target/loop/index.js';
 import { TargetError, type TargetDevice } from '../../target/target.js';
+import { holdWithQemuIo } from '../lib/qemu-holder.js';
 
 // /var/tmp, not a tmpfs: the probe's read must work with O_DIRECT.
 const dir = mkdtempSync('/var/tmp/ublk-image-format-');
@@ -84,11 +84,8 @@ t.test("a raw file qemu writes is refused, and qemu does not write a file the lo
   dev.close?.();
   t.match(said, /Failed to get .*lock/, 'qemu-io cannot write it while the loop target serves it');
 
-  const holder = spawn('qemu-io', ['-f', 'raw', '-c', 'sleep 30000', img], { stdio: 'ignore' });
+  const holder = await holdWithQemuIo(img, 'raw');
   try {
-    const fd = file.open(img, file.O_RDONLY);
-    for (let i = 0; i < 100 && !file.ofdByteLocked(fd, 101, file.F_WRLCK); i++) await new Promise((r) => setTimeout(r, 100));
-    file.close(fd);
     t.match(openError(img), /shared\.img is in use by another program that holds its qemu image lock/);
   } finally {
     holder.kill('SIGKILL');

@@ -4,13 +4,13 @@
 // nobody here wrote: what the device reads must be what `qemu-img convert
 // -O raw` reads, and after writes `qemu-img check` must find no error.
 import t from 'tap';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import * as file from '../../sys/file.js';
 import qcow2 from '../../target/qcow2/index.js';
 import { openImage, readGuest } from '../../target/qcow2/layer.js';
 import { TargetError } from '../../target/target.js';
+import { holdWithQemuIo } from '../lib/qemu-holder.js';
 import { TargetClient } from '../lib/target-client.js';
 
 const KiB = 1024;
@@ -323,12 +323,8 @@ t.test("qemu's image lock: qemu-img does not touch an image being served, and an
   await c.close();
   t.equal(check(p('locked.qcow2')), 'No errors were found on the image.', 'qemu-img check works once the device is gone');
 
-  const holder = spawn('qemu-io', ['-c', 'sleep 30000', p('locked.qcow2')], { stdio: 'ignore' });
+  const holder = await holdWithQemuIo(p('locked.qcow2'), 'qcow2');
   try {
-    // Wait until qemu-io holds its write lock (byte 101) without taking ours: it would refuse the image then.
-    const fd = file.open(p('locked.qcow2'), file.O_RDONLY);
-    for (let i = 0; i < 100 && !file.ofdByteLocked(fd, 101, file.F_WRLCK); i++) await new Promise((r) => setTimeout(r, 100));
-    file.close(fd);
     t.match(await refusal('locked.qcow2', true), /locked\.qcow2 is in use by another program that holds its qemu image lock .* and writes it/, 'read-only: refused while qemu-io writes it');
     t.match(await refusal('locked.qcow2'), /locked\.qcow2 is in use by another program that holds its qemu image lock/, 'writable: refused too');
   } finally {
