@@ -58,6 +58,10 @@ const c_eventfd = libc.func('int eventfd(unsigned int initval, int flags)');
 const c_strerror = libc.func('const char *strerror(int errnum)');
 const c_flock = libc.func('int flock(int fd, int operation)');
 const c_sched_setaffinity = libc.func('int sched_setaffinity(int pid, size_t cpusetsize, const void *mask)');
+const c_socket = libc.func('int socket(int domain, int type, int protocol)');
+const c_bind = libc.func('int bind(int fd, const void *addr, uint addrlen)');
+const c_sendto = libc.func('long sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint addrlen)');
+const c_recv = libc.func('long recv(int fd, void *buf, size_t len, int flags)');
 
 /** A pointer argument: an address, or JS memory whose data pointer koffi passes without copying. */
 export type Ptr = number | bigint | ArrayBufferView | ArrayBuffer | null;
@@ -125,6 +129,18 @@ export function fcntl_ptr(fd: number, cmd: number, arg: Ptr): number {
 /** sched_setaffinity(2); pid 0 is the calling thread. */
 export function sched_setaffinity(pid: number, mask: Uint8Array): number {
   return res(c_sched_setaffinity(pid, mask.byteLength, mask));
+}
+export function socket(domain: number, type: number, protocol: number): number {
+  return res(c_socket(domain, type, protocol));
+}
+export function bind(fd: number, addr: Ptr, addrlen: number): number {
+  return res(c_bind(fd, addr, addrlen));
+}
+export function sendto(fd: number, buf: Ptr, len: number, flags: number, addr: Ptr, addrlen: number): number {
+  return res(c_sendto(fd, buf, len, flags, addr, addrlen));
+}
+export function recv(fd: number, buf: Ptr, len: number, flags: number): number {
+  return res(c_recv(fd, buf, len, flags));
 }
 export function eventfd(initval: number, flags: number): number {
   return res(c_eventfd(initval, flags));

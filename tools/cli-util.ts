@@ -3,6 +3,9 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { InvalidArgumentError } from 'commander';
 import { UblkControl } from '../ublk/control.js';
 
+/** ublk_drv ids are minors of a 20-bit space (UBLK_MINORS). */
+export const MAX_DEV_ID = (1 << 20) - 1;
+
 /** An error whose message is already the line to print. */
 export class CliError extends Error {
   readonly exitCode: number;

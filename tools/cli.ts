@@ -4,11 +4,8 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH } from '../ublk/uapi.js';
-import { CliError, intArg } from './cli-util.js';
+import { CliError, MAX_DEV_ID, intArg } from './cli-util.js';
 import { describeError } from './errors.js';
-
-/** ublk_drv ids are minors of a 20-bit space (UBLK_MINORS). */
-const MAX_DEV_ID = (1 << 20) - 1;
 
 // Each command's module is imported when it runs, so that a start-up loads
 // only what that command needs (the daemon's modules only for add and
@@ -38,6 +35,7 @@ function program(run: (name: string, action: () => Promise<number>) => void): Co
     .option('--recoverable', 'keep the device (IO waits) when the daemon dies, for `ublk recover`')
     .option('--foreground', 'serve from this process; SIGINT/SIGTERM stop and delete the device')
     .option('--json', 'print the device as JSON')
+    .option('--save <name>', 'also save the options as NAME: `ublk up NAME` starts the device again, /dev/disk/by-ublk/NAME names it')
     .addHelpText('after', '\nExamples:\n  ublk add -t loop -f disk.img -q 2\n  ublk add -t qcow2 -f vm.qcow2 -q 2\n  ublk add -t null -s 1G --json')
     .action((o) => run('add', async () => (await import('./commands/add.js')).add(o)));
 
@@ -59,6 +57,32 @@ function program(run: (name: string, action: () => Promise<number>) => void): Co
     .option('--foreground', 'serve from this process')
     .option('--json', 'print the device as JSON')
     .action((o) => run('recover', async () => (await import('./commands/recover.js')).recover(o)));
+
+  p.command('save')
+    .description('save the options of a running device as NAME, for `ublk up NAME`')
+    .addOption(new Option('-n, --number <id>', 'device id').argParser(intArg('device id', 0, MAX_DEV_ID)).makeOptionMandatory())
+    .argument('<name>', 'the name: letters, digits, _ . -')
+    .option('--force', 'replace a saved device of that name')
+    .action((name: string, o) => run('save', async () => (await import('./commands/saved.js')).save({ ...o, name })));
+
+  p.command('up')
+    .description('start saved devices (see add --save); one that is up already is left as it is')
+    .argument('[names...]', 'saved device names')
+    .option('-a, --all', 'every saved device')
+    .option('--foreground', 'serve the one named device from this process (systemd: ublk-ts@.service)')
+    .option('--json', 'print the devices as JSON')
+    .action((names: string[], o) => run('up', async () => (await import('./commands/saved.js')).up({ ...o, names })));
+
+  p.command('down')
+    .description('stop and delete saved devices that are up (their saved options stay)')
+    .argument('[names...]', 'saved device names')
+    .option('-a, --all', 'every saved device')
+    .action((names: string[], o) => run('down', async () => (await import('./commands/saved.js')).down({ ...o, names })));
+
+  p.command('install-units')
+    .description('install the systemd unit ublk-ts@.service, which starts a saved device: systemctl enable --now ublk-ts@NAME')
+    .option('--dir <dir>', 'where systemd finds units', '/etc/systemd/system')
+    .action((o) => run('install-units', async () => (await import('./commands/units.js')).installUnits(o)));
 
   p.command('features')
     .description("print the kernel driver's features")

@@ -12,12 +12,16 @@ import { type TargetDevice, TargetError } from '../target/target.js';
 import { withControl } from './cli-util.js';
 import { type DeviceState, logPath, readState, removeState, socketPath, stateIds, writeState } from './state.js';
 import { describeError } from './errors.js';
+import { linkDevice, unlinkDevice } from './dev-links.js';
+import { sdNotify } from './sd-notify.js';
 
 export interface DaemonOptions extends DeviceOptions {
   /** The target as the user named it (shown by `ublk list`). */
   target: string;
   /** Take over the QUIESCED device `devId` instead of adding one (`ublk recover`). */
   recover?: boolean;
+  /** The saved device this is (`ublk up NAME`, `add --save NAME`): recorded, and linked as /dev/disk/by-ublk/NAME. */
+  name?: string;
 }
 
 export interface DaemonHooks {
@@ -96,6 +100,7 @@ export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Pro
   const id = dev.info.id;
   const state: DeviceState = {
     id,
+    ...(options.name === undefined ? {} : { name: options.name }),
     pid: process.pid,
     target: options.target,
     targetModule: options.targetModule,
@@ -105,6 +110,7 @@ export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Pro
     maxIoSize: dev.info.maxIoSize,
     recoverable: options.recoverable === true,
     pollMaxNs: options.pollMaxNs ?? 0,
+    scheduler: options.scheduler,
     size: dev.info.size,
     info: dev.info.target,
     exclusive,
@@ -121,6 +127,7 @@ export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Pro
     stopping = true;
     exitCode = code;
     log(id, `stopping: ${why}`);
+    notify(id, ['STOPPING=1', `STATUS=stopping: ${why}`]);
     server?.close();
     dev
       .stop()
@@ -129,6 +136,7 @@ export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Pro
         exitCode = 1;
       })
       .finally(() => {
+        unlinkDevice(id);
         removeState(id);
         settle();
       });
@@ -168,6 +176,7 @@ export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Pro
   try {
     writeState(state);
     server = await serveControl(id, dev, (why) => shutdown(why, 0));
+    if (options.name !== undefined) linkDevice(options.name, id);
   } catch (e) {
     hooks.ready({ error: describeError(e) });
     shutdown(`setup failed: ${describeError(e)}`, 1);
@@ -176,8 +185,19 @@ export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Pro
   }
   log(id, `live: pid ${process.pid}, ${state.queues} queue(s) of depth ${state.depth}, target ${options.target}`);
   hooks.ready({ state, warnings: [...dev.warnings] });
+  // Only now, with the device LIVE: a unit of Type=notify is started.
+  notify(id, ['READY=1', `MAINPID=${process.pid}`, `STATUS=serving /dev/ublkb${id}`]);
   await done;
   return exitCode;
+}
+
+/** Tells systemd (when it started us with $NOTIFY_SOCKET); a failure to is logged, the device lives on. */
+function notify(id: number, lines: string[]): void {
+  try {
+    sdNotify(lines);
+  } catch (e) {
+    log(id, `sd_notify: ${describeError(e)}`);
+  }
 }
 
 /** One JSON request per connection: {"cmd":"stats"} or {"cmd":"stop"}. */

@@ -12,6 +12,8 @@ export function stateDir(): string {
 
 export interface DeviceState {
   id: number;
+  /** The saved device's name (`ublk up NAME`), when it has one. */
+  name?: string;
   /** The daemon serving the device. */
   pid: number;
   /** Target name as given (`loop`, or a module path). */
@@ -23,6 +25,7 @@ export interface DeviceState {
   maxIoSize: number;
   recoverable: boolean;
   pollMaxNs: number;
+  scheduler?: string;
   size: number;
   /** What the target reported for `ublk list` (backing file, engine…). */
   info: Record<string, string | number | boolean>;
@@ -75,6 +78,11 @@ export function stateIds(): number[] {
   } catch {
     return [];
   }
+}
+
+/** The device the saved device `name` is up as, by its state file, or null. */
+export function idOfName(name: string): number | null {
+  return stateIds().find((id) => readState(id)?.name === name) ?? null;
 }
 
 /** Whether `pid` is a live process (zombies included; signal 0 only checks). */

@@ -1,22 +1,25 @@
 /** `ublk add`: start a daemon serving a new device; return once it is live. */
 import { spawn } from 'node:child_process';
+import { existsSync, rmSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { parseSize } from '../../target/size.js';
 import { targetModuleUrl } from '../../target/registry.js';
-import type { DeviceState } from '../state.js';
+import { type DeviceState, idOfName } from '../state.js';
+import { linkPath } from '../dev-links.js';
 import type { DaemonOptions } from '../daemon.js';
 import { formatSize } from '../format.js';
+import { checkName, savedPath, writeSaved } from '../saved.js';
 import { CliError, UBLKS_MAX_PATH, kernelDeviceIds, requireRoot, ublksMax, withControl } from '../cli-util.js';
 
 export interface AddOptions {
   type: string;
-  size?: string;
+  size?: string | number;
   file?: string;
   queues: number;
   depth: number;
   number: number;
-  maxIoSize: string;
+  maxIoSize: string | number;
   engine?: string;
   readOnly?: boolean;
   raw?: boolean;
@@ -25,6 +28,8 @@ export interface AddOptions {
   recoverable?: boolean;
   foreground?: boolean;
   json?: boolean;
+  /** Save the options as this name (`ublk up NAME` starts it again). */
+  save?: string;
 }
 
 const DAEMON = fileURLToPath(new URL('../ublk-daemon.js', import.meta.url));
@@ -59,6 +64,7 @@ export function daemonOptions(o: AddOptions): DaemonOptions {
 export function describeDevice(s: DeviceState): Record<string, unknown> {
   return {
     id: s.id,
+    ...(s.name === undefined ? {} : { name: s.name, link: linkPath(s.name) }),
     blockDevice: `/dev/ublkb${s.id}`,
     charDevice: `/dev/ublkc${s.id}`,
     state: 'LIVE',
@@ -82,7 +88,7 @@ function printDevice(s: DeviceState, json: boolean): void {
     .map(([k, v]) => `, ${k} ${v}`)
     .join('');
   process.stdout.write(
-    `dev id ${s.id}: /dev/ublkb${s.id}, target ${s.target}${extra}, size ${formatSize(s.size)}, ` +
+    `dev id ${s.id}: /dev/ublkb${s.id}${s.name === undefined ? '' : ` (${linkPath(s.name)})`}, target ${s.target}${extra}, size ${formatSize(s.size)}, ` +
       `queues ${s.queues}, depth ${s.depth}, daemon pid ${s.pid}\n`,
   );
 }
@@ -90,6 +96,28 @@ function printDevice(s: DeviceState, json: boolean): void {
 export async function add(o: AddOptions): Promise<number> {
   const options = daemonOptions(o);
   requireRoot();
+  if (o.save !== undefined) {
+    checkName(o.save);
+    if (existsSync(savedPath(o.save))) throw new CliError(`a device named '${o.save}' is saved already (${savedPath(o.save)})`);
+    const up = idOfName(o.save);
+    if (up !== null) throw new CliError(`device ${up} is named '${o.save}' already`);
+    options.name = o.save;
+  }
+  await checkFree(options);
+  if (o.save === undefined) return startDaemon(options, 'add', o.foreground === true, o.json === true);
+  // Saved before the device starts (a --foreground add serves until it stops),
+  // and taken back when it does not start.
+  const path = writeSaved(o.save, o);
+  let started = false;
+  try {
+    return await startDaemon(options, 'add', o.foreground === true, o.json === true, () => (started = true));
+  } finally {
+    if (!started) rmSync(path, { force: true });
+  }
+}
+
+/** Refuses, before a daemon starts, a device id that is taken or beyond ublk_drv's limit. */
+export async function checkFree(options: DaemonOptions): Promise<void> {
   await withControl(async (ctrl) => {
     const max = ublksMax();
     if (max !== null) {
@@ -103,7 +131,6 @@ export async function add(o: AddOptions): Promise<number> {
     );
     if (exists) throw new CliError(`device ${options.devId} already exists`);
   });
-  return startDaemon(options, 'add', o.foreground === true, o.json === true);
 }
 
 /**
@@ -111,7 +138,13 @@ export async function add(o: AddOptions): Promise<number> {
  * foreground) and prints the device once it is live; shared by add and
  * recover. Returns the exit code.
  */
-export async function startDaemon(options: DaemonOptions, command: string, foreground: boolean, json: boolean): Promise<number> {
+export async function startDaemon(
+  options: DaemonOptions,
+  command: string,
+  foreground: boolean,
+  json: boolean,
+  live: () => void = () => undefined,
+): Promise<number> {
   const warn = (ws: string[] | undefined) => {
     for (const w of ws ?? []) process.stderr.write(`ublk: ${command}: warning: ${w}\n`);
   };
@@ -121,8 +154,10 @@ export async function startDaemon(options: DaemonOptions, command: string, foreg
     return runDaemon(options, {
       ready: (r) => {
         warn(r.warnings);
-        if (r.state) printDevice(r.state, json);
-        else process.stderr.write(`ublk: ${command}: ${r.error}\n`);
+        if (r.state) {
+          live();
+          printDevice(r.state, json);
+        } else process.stderr.write(`ublk: ${command}: ${r.error}\n`);
       },
     });
   }
@@ -140,6 +175,7 @@ export async function startDaemon(options: DaemonOptions, command: string, foreg
   }
   warn(result.warnings);
   if (result.state) {
+    live();
     (child.stdio[3] as Readable).destroy();
     child.unref();
     printDevice(result.state, json);

@@ -1,6 +1,7 @@
 /** `ublk del -n ID | -a`: stop and delete devices, through their daemon when it lives. */
 import { UblkCommandError, type UblkControl } from '../../ublk/control.js';
 import { isDaemon, processAlive, readState, removeState, stateIds } from '../state.js';
+import { unlinkDevice } from '../dev-links.js';
 import { CliError, kernelDeviceIds, requireRoot, withControl } from '../cli-util.js';
 
 export async function del(o: { number?: number; all?: boolean }): Promise<number> {
@@ -38,6 +39,7 @@ export async function deleteDevice(ctrl: UblkControl, id: number): Promise<void>
     if (state === null) throw new CliError(`device ${id} does not exist`);
     // The kernel has no such device: the state is stale, and so is any daemon.
     if (processAlive(state.pid) && isDaemon(state.pid)) process.kill(state.pid, 'SIGKILL');
+    unlinkDevice(id);
     removeState(id);
     return;
   }
@@ -54,5 +56,6 @@ export async function deleteDevice(ctrl: UblkControl, id: number): Promise<void>
     await ctrl.stopDev(id).catch(() => undefined);
     await ctrl.delDev(id);
   }
+  unlinkDevice(id); // what a dead daemon left
   removeState(id);
 }

@@ -4,9 +4,12 @@ import { isDaemon, processAlive, readState } from '../state.js';
 import { UBLK_FEATURE_NAMES } from '../../ublk/uapi.js';
 import { CliError, kernelDeviceIds, requireRoot, withControl } from '../cli-util.js';
 import { STATE_NAMES, formatSize, table } from '../format.js';
+import { savedNames } from '../saved.js';
 
 export interface ListedDevice {
   id: number;
+  /** The saved device's name, or null. */
+  name: string | null;
   state: string;
   queues: number;
   depth: number;
@@ -46,6 +49,7 @@ export async function listDevices(only?: number): Promise<ListedDevice[]> {
       const pid = info.ublksrvPid > 0 ? info.ublksrvPid : (state?.pid ?? -1);
       out.push({
         id,
+        name: state?.name ?? null,
         state: STATE_NAMES[info.state] ?? String(info.state),
         queues: info.nrHwQueues,
         depth: info.queueDepth,
@@ -71,14 +75,21 @@ export async function list(o: { number?: number; json?: boolean }): Promise<numb
     process.stdout.write(JSON.stringify(devices, null, 2) + '\n');
     return 0;
   }
-  if (devices.length === 0) return 0;
-  const rows = [['ID', 'STATE', 'QUEUES', 'DEPTH', 'SIZE', 'PID', 'TARGET', 'BACKING']];
+  // Saved devices that are not up, after the table (all of `ublk list` without -n).
+  const down = o.number === undefined ? savedNames().filter((n) => !devices.some((d) => d.name === n)) : [];
+  const tail = down.length > 0 ? `saved, not up: ${down.join(', ')} (ublk up NAME)\n` : '';
+  if (devices.length === 0) {
+    process.stdout.write(tail);
+    return 0;
+  }
+  const rows = [['ID', 'NAME', 'STATE', 'QUEUES', 'DEPTH', 'SIZE', 'PID', 'TARGET', 'BACKING']];
   for (const d of devices) {
     const backing = Object.entries(d.info)
       .map(([k, v]) => `${k}=${v}`)
       .join(' ');
     rows.push([
       String(d.id),
+      d.name ?? '-',
       d.state,
       String(d.queues),
       String(d.depth),
@@ -92,5 +103,6 @@ export async function list(o: { number?: number; json?: boolean }): Promise<numb
   for (const d of devices) {
     if (d.failed !== null) process.stdout.write(`device ${d.id} failed at ${d.failed.at}: ${d.failed.reason}\n`);
   }
+  process.stdout.write(tail);
   return 0;
 }
