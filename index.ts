@@ -18,6 +18,15 @@ export {
   type QueueStats,
 } from './ublk/api.js';
 export {
+  LATENCY_OPS,
+  latencyBucketUpperUs,
+  latencyCount,
+  latencyPercentile,
+  mergeLatency,
+  type LatencyHistogram,
+  type LatencyOp,
+} from './ublk/latency.js';
+export {
   TargetError,
   TARGET_USER_DATA,
   type QueueContext,

@@ -93,7 +93,8 @@ function program(run: (name: string, action: () => Promise<number>) => void): Co
     .description("print a device's IO statistics, per queue and in total")
     .addOption(new Option('-n, --number <id>', 'device id').argParser(intArg('device id', 0, MAX_DEV_ID)).makeOptionMandatory())
     .option('--json', 'print JSON')
-    .option('--watch <seconds>', 'print again every SECONDS', intArg('seconds', 1, 3600))
+    .option('--prometheus', 'print the Prometheus text format (node_exporter textfile collector)')
+    .option('--watch <seconds>', 'print again every SECONDS (on a terminal: redraw in place)', intArg('seconds', 1, 3600))
     .action((o) => run('stats', async () => (await import('./commands/stats.js')).stats(o)));
 
   p.command('help [command]')

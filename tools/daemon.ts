@@ -215,7 +215,7 @@ async function serveControl(id: number, dev: Device, stop: (why: string) => void
         const req = JSON.parse(input) as { cmd?: string };
         if (req.cmd === 'stats') {
           const st = dev.stats();
-          reply = { ok: true, stats: st.queues, target: st.target };
+          reply = { ok: true, stats: st.queues, latency: st.latency, target: st.target };
         } else if (req.cmd === 'stop') {
           reply = { ok: true };
           setImmediate(() => stop('stop requested'));

@@ -18,6 +18,17 @@ export function formatSize(bytes: number): string {
   return `${v} ${units[u]}`;
 }
 
+/**
+ * A latency in µs with its unit, to 3 significant digits: `85µs`, `1.28ms`,
+ * `2.1s`; null (no requests) is `-`, Infinity (the last bucket) is `>4290s`.
+ */
+export function formatLatency(us: number | null): string {
+  if (us === null) return '-';
+  if (us === Infinity) return `>${formatLatency(2 ** 32)}`;
+  const [v, unit] = us < 1e3 ? [us, 'µs'] : us < 1e6 ? [us / 1e3, 'ms'] : [us / 1e6, 's'];
+  return `${Number(v.toPrecision(3))}${unit}`;
+}
+
 export const STATE_NAMES: Record<number, string> = { 0: 'DEAD', 1: 'LIVE', 2: 'QUIESCED', 3: 'FAIL_IO' };
 
 /** Plain table with a header row, columns padded to their widest cell. */

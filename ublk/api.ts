@@ -5,6 +5,7 @@
 import { type DevInfo } from './codec.js';
 import { UblkControl } from './control.js';
 import { UblkDevice, type DeviceOptions, type OnOpen } from './device.js';
+import { type LatencyHistogram, type LatencyOp, readQueueLatency } from './latency.js';
 import { type QueueStatName, readQueueStats, sumQueueStats } from './queue-stats.js';
 import { targetModuleUrl } from '../target/registry.js';
 import type { TargetDevice } from '../target/target.js';
@@ -77,6 +78,12 @@ export interface DeviceStats {
   /** Per queue: requests and bytes by op, in flight, errors, waits, polling. */
   queues: QueueStats[];
   total: QueueStats;
+  /**
+   * Per queue: request latency histograms by op class (WRITE_ZEROES counts
+   * as discard); latency.ts has the buckets, mergeLatency() and
+   * latencyPercentile().
+   */
+  latency: Record<LatencyOp, LatencyHistogram>[];
   /** The target's own statistics (loop: AIO counters and completions per reap). */
   target: Record<string, unknown> | null;
 }
@@ -142,7 +149,7 @@ function wrap(dev: UblkDevice, ctrl: UblkControl): Device {
     failed: dev.failed,
     stats() {
       const queues = dev.queueStats().map(readQueueStats);
-      return { queues, total: sumQueueStats(queues), target: dev.targetStats() };
+      return { queues, total: sumQueueStats(queues), latency: dev.queueLatency().map(readQueueLatency), target: dev.targetStats() };
     },
     async state() {
       return STATE_NAMES[(await ctrl.getDevInfo(dev.id)).state] ?? 'DEAD';

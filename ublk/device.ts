@@ -177,6 +177,11 @@ export class UblkDevice {
     return this.pool.stats();
   }
 
+  /** Per-queue latency histograms (shared memory written by each worker; latency.ts). */
+  queueLatency(): Float64Array[] {
+    return this.pool.latency();
+  }
+
   /** What the target makes of its queues' own counters (AIO statistics for loop). */
   targetStats(): Record<string, unknown> | null {
     return this.target.stats?.(this.pool.targetStats()) ?? null;

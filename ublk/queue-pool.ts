@@ -7,6 +7,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { EventFd } from '../sys/eventfd.js';
+import { newQueueLatency } from './latency.js';
 import { newQueueStats } from './queue-stats.js';
 import { QUEUE_STOP } from './queue.js';
 import type { QueueMessage, QueueWorkerData } from './queue-worker.js';
@@ -52,6 +53,7 @@ class QueueThread {
   readonly kick = new EventFd(0);
   readonly control = new Int32Array(new SharedArrayBuffer(4));
   readonly stats = newQueueStats();
+  readonly latency = newQueueLatency();
   targetStats: SharedArrayBuffer | null = null;
   /** Why the queue failed (its 'failed' message, or how the thread died). */
   error: string | null = null;
@@ -72,6 +74,7 @@ class QueueThread {
       kickFd: this.kick.fd,
       control: this.control,
       stats: this.stats,
+      latency: this.latency,
       pollMaxNs: o.pollMaxNs,
       targetModule: o.targetModule,
       queueData: o.queueData,
@@ -157,6 +160,11 @@ export class QueuePool {
   /** Per-queue dispatcher counters (shared memory each worker writes). */
   stats(): Float64Array[] {
     return this.threads.map((t) => t.stats);
+  }
+
+  /** Per-queue latency histograms (shared memory each worker writes). */
+  latency(): Float64Array[] {
+    return this.threads.map((t) => t.latency);
   }
 
   /** Per-queue target counters (the targets' statsBuffers). */

@@ -14,6 +14,7 @@
  * throws — ends the queue with a QueueError: requests still held are failed
  * with EIO, and run() rejects with the reason for the daemon to report.
  */
+import { performance } from 'node:perf_hooks';
 import { SysError } from '../sys/error.js';
 import { NativeMemory, MAP_POPULATE, MAP_SHARED, PROT_READ, roundUp, PAGE_SIZE } from '../sys/memory.js';
 import { pollReadable } from '../sys/native.js';
@@ -30,6 +31,7 @@ import { prepPollMultishot, prepRead, prepUringCmd, putU64, sqeSetData, sqeSetFl
 import { IoUring } from '../sys/uring/ring.js';
 import { USER_DATA_INTERNAL, USER_DATA_IO_CMD, USER_DATA_TARGET, userDataKind, userDataOwner } from '../sys/uring/user-data.js';
 import type { QueueContext, Target, TargetQueue } from '../target/target.js';
+import { LAT_DISCARD, LAT_FLUSH, LAT_NONE, LAT_READ, LAT_WRITE, recordLatency } from './latency.js';
 import { QS } from './queue-stats.js';
 import * as U from './uapi.js';
 
@@ -79,6 +81,8 @@ export interface QueueOptions {
   /** [0]: QUEUE_RUN or QUEUE_STOP. */
   control: Int32Array;
   stats: Float64Array;
+  /** Latency histograms (latency.ts), shared like `stats`. */
+  latency: Float64Array;
   /** Adaptive polling cap before blocking (0: off). */
   pollMaxNs: number;
 }
@@ -153,6 +157,7 @@ export class UblkQueue implements QueueContext {
   private readonly kickFd: number;
   private readonly control: Int32Array;
   private readonly stats: Float64Array;
+  private readonly latency: Float64Array;
   private readonly sync: boolean;
   private readonly targetName: string;
   private target!: TargetQueue;
@@ -168,6 +173,9 @@ export class UblkQueue implements QueueContext {
   /** Op and length of the request each tag holds, to check the target's result. */
   private readonly tagOp: Uint8Array;
   private readonly tagLength: Uint32Array;
+  /** When each tag's request was dispatched (performance.now(), ms) and its latency class (LAT_*). */
+  private readonly tagStart: Float64Array;
+  private readonly tagLatOp: Uint8Array;
   private aborted = 0;
   private inTarget = 0;
   private stopRequested = false;
@@ -185,6 +193,7 @@ export class UblkQueue implements QueueContext {
     this.kickFd = opts.kickFd;
     this.control = opts.control;
     this.stats = opts.stats;
+    this.latency = opts.latency;
     this.targetName = target.name;
     this.poller = new AdaptivePoller(opts.pollMaxNs, { array: opts.stats, hits: QS.pollHits, misses: QS.pollMisses, pollNs: QS.pollNs });
     // A target that never returns a promise lets the thread block in
@@ -199,6 +208,8 @@ export class UblkQueue implements QueueContext {
     this.tagState = new Uint8Array(this.depth);
     this.tagOp = new Uint8Array(this.depth);
     this.tagLength = new Uint32Array(this.depth);
+    this.tagStart = new Float64Array(this.depth);
+    this.tagLatOp = new Uint8Array(this.depth);
     try {
       this.kernel = kernel !== undefined ? kernel(this.ring) : new UblkCharDevice(this.ring, opts.cdevFd, this.devId, this.qId, this.depth);
       this.desc = this.kernel.desc;
@@ -302,6 +313,11 @@ export class UblkQueue implements QueueContext {
     this.tagState[tag] = FETCHING;
     this.inTarget--;
     this.stats[QS.inFlight] = this.inTarget;
+    // Every request dispatch() handed out ends here, errors and the EIO of
+    // a queue that is ending included; the tag state check above keeps out
+    // tags that were never dispatched.
+    const latOp = this.tagLatOp[tag];
+    if (latOp !== LAT_NONE) recordLatency(this.latency, latOp, (performance.now() - this.tagStart[tag]) * 1000);
     if (this.tagOp[tag] <= U.UBLK_IO_OP_WRITE) {
       // The one rule for short IO, whatever the target or engine: a READ or
       // WRITE that did part of its length completes that part, and ublk_drv
@@ -517,6 +533,8 @@ export class UblkQueue implements QueueContext {
     this.tagState[tag] = IN_TARGET;
     this.tagOp[tag] = op;
     this.tagLength[tag] = length;
+    // performance.now() is a plain double (process.hrtime.bigint() would allocate a BigInt per request).
+    this.tagStart[tag] = performance.now();
     this.inTarget++;
     const stats = this.stats;
     stats[QS.inFlight] = this.inTarget;
@@ -524,24 +542,30 @@ export class UblkQueue implements QueueContext {
       case U.UBLK_IO_OP_READ:
         stats[QS.reads]++;
         stats[QS.readBytes] += length;
+        this.tagLatOp[tag] = LAT_READ;
         break;
       case U.UBLK_IO_OP_WRITE:
         stats[QS.writes]++;
         stats[QS.writeBytes] += length;
+        this.tagLatOp[tag] = LAT_WRITE;
         break;
       case U.UBLK_IO_OP_FLUSH:
         stats[QS.flushes]++;
+        this.tagLatOp[tag] = LAT_FLUSH;
         break;
       case U.UBLK_IO_OP_DISCARD:
         stats[QS.discards]++;
         stats[QS.discardBytes] += length;
+        this.tagLatOp[tag] = LAT_DISCARD;
         break;
       case U.UBLK_IO_OP_WRITE_ZEROES:
         stats[QS.writeZeroes]++;
         stats[QS.writeZeroesBytes] += length;
+        this.tagLatOp[tag] = LAT_DISCARD; // timed with discards (latency.ts)
         break;
       default:
         stats[QS.otherOps]++;
+        this.tagLatOp[tag] = LAT_NONE;
     }
     if (this.failure !== null) {
       this.complete(tag, -EIO); // the queue is ending: serve nothing more

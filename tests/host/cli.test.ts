@@ -39,6 +39,7 @@ t.test('bad arguments are refused before anything else, in one line', async (t) 
     [['help', 'frobnicate'], "ublk: unknown command 'frobnicate'\n"],
     [['del'], 'ublk: del: say which device: -n ID, or -a for all\n'],
     [['stats'], "ublk: stats: required option '-n, --number <id>' not specified\n"],
+    [['stats', '-n', '0', '--json', '--prometheus'], 'ublk: stats: --json and --prometheus cannot be used together\n'],
   ];
   for (const [args, line] of cases) {
     const r = ublk(...args);

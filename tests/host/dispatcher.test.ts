@@ -12,6 +12,7 @@ import * as file from '../../sys/file.js';
 import { UBLK_IO_F_FUA, UBLK_IO_OP_DISCARD, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE } from '../../sys/ublk/io.js';
 import type { QueueContext, Target, TargetQueue } from '../../target/target.js';
 import loop from '../../target/loop/index.js';
+import { latencyCount, latencyPercentile, newQueueLatency, readQueueLatency } from '../../ublk/latency.js';
 import { QS, newQueueStats } from '../../ublk/queue-stats.js';
 import { QUEUE_STOP, UblkQueue } from '../../ublk/queue.js';
 import { FakeUblk } from '../lib/fake-ublk.js';
@@ -29,6 +30,7 @@ interface Setup {
   fake: FakeUblk;
   queue: UblkQueue;
   stats: Float64Array;
+  latency: Float64Array;
   /** Asks the queue to stop now, as the daemon's forced stop does. */
   stop(): void;
 }
@@ -40,8 +42,9 @@ async function setup(tt: Tap, target: Target<never>, opts: { depth?: number; kic
   const kick = new EventFd(0); // blocking, as the daemon's
   const control = new Int32Array(new SharedArrayBuffer(4));
   const stats = newQueueStats();
+  const latency = newQueueLatency();
   const queue = new UblkQueue(
-    { devId: 0, qId: 0, depth, maxIoSize: 64 * KiB, cdevFd: -1, kickFd: opts.kickFd ?? kick.fd, control, stats, pollMaxNs: 0 },
+    { devId: 0, qId: 0, depth, maxIoSize: 64 * KiB, cdevFd: -1, kickFd: opts.kickFd ?? kick.fd, control, stats, latency, pollMaxNs: 0 },
     target,
     fake.attach,
   );
@@ -55,6 +58,7 @@ async function setup(tt: Tap, target: Target<never>, opts: { depth?: number; kic
     fake,
     queue,
     stats,
+    latency,
     stop() {
       Atomics.store(control, 0, QUEUE_STOP);
       kick.signal();
@@ -83,7 +87,7 @@ const byTag = (a: { tag: number }, b: { tag: number }) => a.tag - b.tag;
 
 t.test('1 requests reach the target decoded; each result goes back in its commit; aborts end the queue', async (t) => {
   const { target, seen } = testTarget((_ctx, _tag, op, length) => (op <= UBLK_IO_OP_WRITE ? length : 0));
-  const { fake, queue, stats } = await setup(t, target);
+  const { fake, queue, stats, latency } = await setup(t, target);
   fake.request(0, { op: UBLK_IO_OP_READ, offset: 8 * KiB, length: 4 * KiB });
   fake.request(1, { op: UBLK_IO_OP_WRITE, flags: UBLK_IO_F_FUA, offset: 2 ** 40 + 512, length: 8 * KiB });
   fake.request(2, { op: UBLK_IO_OP_FLUSH, offset: 0, length: 0 });
@@ -106,6 +110,8 @@ t.test('1 requests reach the target decoded; each result goes back in its commit
   ]);
   t.same([stats[QS.reads], stats[QS.writes], stats[QS.flushes], stats[QS.discards], stats[QS.errors]], [1, 1, 1, 1, 0]);
   t.equal(stats[QS.inFlight], 0);
+  const lat = readQueueLatency(latency);
+  t.same([lat.read, lat.write, lat.flush, lat.discard].map(latencyCount), [1, 1, 1, 1], 'each op timed once');
 });
 
 t.test('2 the one short-IO rule: part of a READ/WRITE is committed as is, 0 bytes becomes EIO, more than asked is clamped', async (t) => {
@@ -133,7 +139,7 @@ t.test('3 a request the target still holds keeps the queue alive after the abort
     ctx = c;
     return tag === 0 ? undefined : length;
   }, false);
-  const { fake, queue } = await setup(t, target);
+  const { fake, queue, latency } = await setup(t, target);
   fake.request(0, { op: UBLK_IO_OP_READ, offset: 0, length: 4 * KiB });
   fake.request(1, { op: UBLK_IO_OP_READ, offset: 0, length: 4 * KiB });
   fake.onCommit = (c) => {
@@ -143,12 +149,16 @@ t.test('3 a request the target still holds keeps the queue alive after the abort
   const run = queue.run().then(() => (ended = true));
   await sleep(200);
   t.equal(ended, false, 'tag 0 is with the target: the queue waits for it');
+  ctx.complete(2, 0); // a tag the kernel never sent: no commit, not timed
   ctx.complete(0, 4 * KiB);
   await run;
   t.same([...fake.commits].sort(byTag), [
     { tag: 0, result: 4 * KiB },
     { tag: 1, result: 4 * KiB },
   ]);
+  const read = readQueueLatency(latency).read;
+  t.equal(latencyCount(read), 2, 'the two reads, not the stray completion');
+  t.ok(latencyPercentile(read, 100)! >= 200_000, 'the held read took its 200 ms and more');
 });
 
 t.test('4 promises: results arrive out of order; a rejection fails its request with EIO and ends the queue', async (t) => {
@@ -207,6 +217,7 @@ t.test('6 a stop request fails what the target holds with EIO and ends the queue
     { tag: 0, result: EIO },
     { tag: 1, result: 4 * KiB },
   ]);
+  t.equal(latencyCount(readQueueLatency(s.latency).write), 2, 'the request failed with EIO at the stop is timed too');
 });
 
 t.test('7 io_uring_enter: a lasting error ends the queue; EBUSY is retried, but not for ever', async (t) => {

@@ -9,6 +9,7 @@
 import { EventFd } from '../../sys/eventfd.js';
 import { UBLK_IO_F_FUA, UBLK_IO_F_NOUNMAP, UBLK_IO_OP_DISCARD, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE, UBLK_IO_OP_WRITE_ZEROES } from '../../sys/ublk/io.js';
 import type { Target, TargetDevice } from '../../target/target.js';
+import { newQueueLatency } from '../../ublk/latency.js';
 import { newQueueStats } from '../../ublk/queue-stats.js';
 import { UblkQueue } from '../../ublk/queue.js';
 import { type Commit, FakeUblk } from './fake-ublk.js';
@@ -61,7 +62,7 @@ export class TargetClient {
         const kick = new EventFd(0);
         const control = new Int32Array(new SharedArrayBuffer(4));
         const queue = new UblkQueue(
-          { devId: 0, qId, depth, maxIoSize, cdevFd: -1, kickFd: kick.fd, control, stats: newQueueStats(), pollMaxNs: 0 },
+          { devId: 0, qId, depth, maxIoSize, cdevFd: -1, kickFd: kick.fd, control, stats: newQueueStats(), latency: newQueueLatency(), pollMaxNs: 0 },
           asAsync,
           fake.attach,
         );

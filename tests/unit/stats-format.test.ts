@@ -1,9 +1,12 @@
-// `ublk stats`: the text form shows the loop target's AIO counters and the
-// completions-per-reap percentiles next to the dispatcher's counters.
+// `ublk stats`: the text form shows the request latency by op, the loop
+// target's AIO counters and the completions-per-reap percentiles next to
+// the dispatcher's counters.
 import t from 'tap';
 import { REAP_PERCENTILES } from '../../aio/stats.js';
 import { QUEUE_STAT_NAMES } from '../../ublk/queue-stats.js';
 import { formatStats, snapshotFromReply } from '../../tools/commands/stats.js';
+import { newQueueLatency, readQueueLatency } from '../../ublk/latency.js';
+import { REPLY } from '../lib/stats-reply.js';
 
 const queue = (reads: number, pollNs = 0) => Object.fromEntries(QUEUE_STAT_NAMES.map((n) => [n, n === 'reads' ? reads : n === 'pollNs' ? pollNs : 0]));
 const aio = (ios: number, ps: number[]) => ({
@@ -55,4 +58,25 @@ t.test('3 text: targets without AIO statistics print the queue table only', asyn
     t.match(out, /^reads +5 +5$/m);
     t.notMatch(out, /aio|completions per reap/);
   }
+});
+
+t.test('4 text: the latency table over all queues, percentiles as bucket upper bounds with units', async (t) => {
+  const out = formatStats(snapshotFromReply(REPLY));
+  t.match(out, /^latency +count +p50 +p99 +p99\.9$/m);
+  t.match(out, /^read +1200 +96µs +1\.02ms +5\.12ms$/m, 'both queues: 1100 reads of 80-85 µs, 90 of 900 µs, 10 of 5 ms');
+  t.match(out, /^write +600 +160µs +2\.05ms +2\.05ms$/m);
+  t.match(out, /^flush +2 +3\.07ms +3\.07ms +3\.07ms$/m);
+  t.match(out, /^discard +1 +41ms +41ms +41ms$/m, 'the write-zeroes request is timed as a discard');
+  const idle = formatStats(snapshotFromReply({ ...REPLY, latency: [readQueueLatency(newQueueLatency())] }));
+  t.match(idle, /^read +0 +- +- +-$/m, 'no requests: no percentiles');
+  t.notMatch(formatStats(snapshotFromReply({ ...REPLY, latency: undefined })), /^latency/m, 'a daemon without latency: no table');
+});
+
+t.test('5 JSON: count, sum and percentiles per op next to the counters', async (t) => {
+  const s = JSON.parse(JSON.stringify(snapshotFromReply(REPLY)));
+  t.equal(s.total.reads, 1200);
+  t.match(s.latency.read, { count: 1200, sumUs: 900 * 80 + 200 * 85 + 90 * 900 + 10 * 5000, p50Us: 96, p99Us: 1024, p999Us: 5120 });
+  t.match(s.latency.flush, { count: 2, sumUs: 6000, p50Us: 3072 });
+  t.same(Object.keys(s.latency), ['read', 'write', 'flush', 'discard']);
+  t.equal(snapshotFromReply({ ...REPLY, latency: undefined }).latency, null);
 });

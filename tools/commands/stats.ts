@@ -1,22 +1,39 @@
-/** `ublk stats -n ID [--json] [--watch S]`: the daemon's live counters, per queue and in total. */
+/** `ublk stats -n ID [--json | --prometheus] [--watch S]`: the daemon's live counters, per queue and in total. */
 import { connect } from 'node:net';
 import { REAP_PERCENTILES } from '../../aio/stats.js';
+import { LATENCY_OPS, type LatencyHistogram, type LatencyOp, latencyCount, latencyPercentile, mergeLatency } from '../../ublk/latency.js';
 import { QUEUE_STAT_NAMES } from '../../ublk/queue-stats.js';
 import { readState, socketPath } from '../state.js';
 import { CliError, requireRoot } from '../cli-util.js';
-import { table } from '../format.js';
+import { formatLatency, table } from '../format.js';
+import { formatPrometheus } from '../prometheus.js';
 
 type QueueStats = Record<string, number>;
 
 /**
+ * One op's request latency over all queues. Percentiles are bucket upper
+ * bounds (latency.ts: at most 25% high); null without requests, and in
+ * JSON also beyond the last bucket (Infinity). `buckets`: the merged
+ * histogram, bucket i ending at latencyBucketUpperUs(i).
+ */
+export interface LatencySummary extends LatencyHistogram {
+  count: number;
+  p50Us: number | null;
+  p99Us: number | null;
+  p999Us: number | null;
+}
+
+/**
  * What `ublk stats --json` prints: the dispatcher's counters per queue and
- * in total, and the target's own part as the daemon gave it (loop:
+ * in total, the request latency by op (null from a daemon too old to time
+ * requests), and the target's own part as the daemon gave it (loop:
  * `{aio: [per-queue AIO snapshot or null], reapPercentiles: {"1": n, …}}`;
  * null for targets without statistics).
  */
 export interface StatsSnapshot {
   queues: QueueStats[];
   total: QueueStats;
+  latency: Record<LatencyOp, LatencySummary> | null;
   target: Record<string, unknown> | null;
 }
 
@@ -47,11 +64,27 @@ function totals(queues: QueueStats[], names: readonly string[]): QueueStats {
   return t;
 }
 
+export function summarizeLatency(h: LatencyHistogram): LatencySummary {
+  return {
+    count: latencyCount(h),
+    sumUs: h.sumUs,
+    p50Us: latencyPercentile(h, 50),
+    p99Us: latencyPercentile(h, 99),
+    p999Us: latencyPercentile(h, 99.9),
+    buckets: h.buckets,
+  };
+}
+
 /** Builds the snapshot from the daemon's reply to {"cmd":"stats"}. */
 export function snapshotFromReply(r: Record<string, unknown>): StatsSnapshot {
   const queues = r.stats as QueueStats[];
+  const perQueue = Array.isArray(r.latency) ? (r.latency as Record<LatencyOp, LatencyHistogram>[]) : null;
+  const latency =
+    perQueue === null
+      ? null
+      : (Object.fromEntries(LATENCY_OPS.map((op) => [op, summarizeLatency(mergeLatency(perQueue.map((q) => q[op])))])) as Record<LatencyOp, LatencySummary>);
   const target = r.target !== null && typeof r.target === 'object' ? (r.target as Record<string, unknown>) : null;
-  return { queues, total: totals(queues, QUEUE_STAT_NAMES), target };
+  return { queues, total: totals(queues, QUEUE_STAT_NAMES), latency, target };
 }
 
 async function snapshot(id: number): Promise<StatsSnapshot> {
@@ -80,12 +113,21 @@ const AIO_ROWS = [
 
 const num = (v: unknown): string => (typeof v === 'number' ? String(v) : '-');
 
-/** The text form: the queue table, then (loop, qcow2: AIO) the AIO table and the completions per reap, then (qcow2) its metadata counters. */
+/** The text form: the queue table, the latency by op over all queues, then (loop, qcow2: AIO) the AIO table and the completions per reap, then (qcow2) its metadata counters. */
 export function formatStats(s: StatsSnapshot): string {
   const names = QUEUE_STAT_NAMES.filter((n) => n !== 'pollNs' || s.total.pollNs > 0);
   const rows = [['', ...s.queues.map((_, i) => `q${i}`), 'total']];
   for (const n of names) rows.push([n, ...s.queues.map((q) => String(q[n] ?? 0)), String(s.total[n])]);
   let out = table(rows) + '\n';
+
+  if (s.latency !== null) {
+    const latRows = [['latency', 'count', 'p50', 'p99', 'p99.9']];
+    for (const op of LATENCY_OPS) {
+      const l = s.latency[op];
+      latRows.push(l.count === 0 ? [op, '0', '-', '-', '-'] : [op, String(l.count), formatLatency(l.p50Us), formatLatency(l.p99Us), formatLatency(l.p999Us)]);
+    }
+    out += '\n' + table(latRows) + '\n';
+  }
 
   const aio = Array.isArray(s.target?.aio) ? (s.target.aio as (QueueStats | null)[]) : [];
   if (aio.some((q) => q !== null && typeof q === 'object')) {
@@ -115,15 +157,21 @@ export function formatStats(s: StatsSnapshot): string {
   return out;
 }
 
-export async function stats(o: { number: number; json?: boolean; watch?: number }): Promise<number> {
+/** Clear screen, cursor home: each --watch print replaces the last on a terminal. */
+const REDRAW = '\x1b[H\x1b[2J';
+
+export async function stats(o: { number: number; json?: boolean; prometheus?: boolean; watch?: number }): Promise<number> {
+  if (o.json && o.prometheus) throw new CliError('--json and --prometheus cannot be used together');
   requireRoot();
   if (readState(o.number) === null) throw new CliError(`device ${o.number} is not served by ublk-ts`);
+  const redraw = o.watch !== undefined && process.stdout.isTTY === true;
   for (;;) {
     const s = await snapshot(o.number);
-    if (o.json) process.stdout.write(JSON.stringify(s) + '\n');
-    else process.stdout.write(formatStats(s));
+    const out = o.json ? JSON.stringify(s) + '\n' : o.prometheus ? formatPrometheus(o.number, s) : formatStats(s);
+    process.stdout.write(redraw ? REDRAW + out : out);
     if (!o.watch) return 0;
     await new Promise((r) => setTimeout(r, o.watch! * 1000));
-    if (!o.json) process.stdout.write('\n');
+    // Into a file or pipe: one print after another (JSON: one per line).
+    if (!o.json && !redraw) process.stdout.write('\n');
   }
 }
