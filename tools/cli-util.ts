@@ -15,9 +15,21 @@ export class CliError extends Error {
   }
 }
 
+export function isRoot(): boolean {
+  return typeof process.getuid !== 'function' || process.getuid() === 0;
+}
+
 export function requireRoot(): void {
-  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
-    throw new CliError('must be run as root (ublk devices need CAP_SYS_ADMIN)');
+  if (!isRoot()) throw new CliError('must be run as root (ublk devices need CAP_SYS_ADMIN)');
+}
+
+/**
+ * Root, or a user acting on the devices they added with --unprivileged
+ * (listed in the user's own state directory, tools/state.ts).
+ */
+export function requireRootOrOwner(ownDevices: boolean): void {
+  if (!isRoot() && !ownDevices) {
+    throw new CliError('must be run as root (ublk devices need CAP_SYS_ADMIN; a user manages only the devices they added with --unprivileged)');
   }
 }
 

@@ -33,6 +33,7 @@ function program(run: (name: string, action: () => Promise<number>) => void): Co
     .option('--poll-max-ns <ns>', 'adaptive polling before blocking, up to NS nanoseconds (0: off)', intArg('poll-max-ns', 0, 1e9))
     .option('--scheduler <name>', "IO scheduler of the block device (none: as the kernel loop driver; 'kernel': the kernel's choice)", 'none')
     .option('--recoverable', 'keep the device (IO waits) when the daemon dies, for `ublk recover`')
+    .option('--unprivileged', 'as a user without root: a device owned by the user (needs ublk install-udev-rules)')
     .option('--foreground', 'serve from this process; SIGINT/SIGTERM stop and delete the device')
     .option('--json', 'print the device as JSON')
     .option('--save <name>', 'also save the options as NAME: `ublk up NAME` starts the device again, /dev/disk/by-ublk/NAME names it')
@@ -83,6 +84,15 @@ function program(run: (name: string, action: () => Promise<number>) => void): Co
     .description('install the systemd unit ublk-ts@.service, which starts a saved device: systemctl enable --now ublk-ts@NAME')
     .option('--dir <dir>', 'where systemd finds units', '/etc/systemd/system')
     .action((o) => run('install-units', async () => (await import('./commands/units.js')).installUnits(o)));
+
+  p.command('install-udev-rules')
+    .description('install the udev rule that lets users add --unprivileged devices and hands those to them')
+    .option('--dir <dir>', 'where udev finds rules', '/etc/udev/rules.d')
+    .action((o) => run('install-udev-rules', async () => (await import('./commands/units.js')).installUdevRules(o)));
+
+  p.command('udev-handover <name>', { hidden: true })
+    .description("udev's RUN for ublk nodes: give an unprivileged device's node to its owner")
+    .action((name: string) => run('udev-handover', async () => (await import('./commands/units.js')).udevHandover({ name })));
 
   p.command('features')
     .description("print the kernel driver's features")

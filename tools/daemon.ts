@@ -87,6 +87,7 @@ export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Pro
       recoverable: options.recoverable,
       pollMaxNs: options.pollMaxNs,
       scheduler: options.scheduler,
+      unprivileged: options.unprivileged,
       onOpen: (device) => {
         exclusive = device.exclusive ?? [];
         return withControl((ctrl) => claimExclusive(ctrl, device, options));
@@ -111,6 +112,7 @@ export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Pro
     recoverable: options.recoverable === true,
     pollMaxNs: options.pollMaxNs ?? 0,
     scheduler: options.scheduler,
+    ...(options.unprivileged ? { unprivileged: true } : {}),
     size: dev.info.size,
     info: dev.info.target,
     exclusive,

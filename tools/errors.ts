@@ -1,6 +1,7 @@
 /** Turns any error into the one line the CLI prints after `ublk: <command>: `. */
 import { SysError } from '../sys/error.js';
 import { UBLK_CONTROL_PATH, UblkCommandError } from '../ublk/control.js';
+import { isRoot } from './cli-util.js';
 
 export function describeError(e: unknown, ctx: { devId?: number } = {}): string {
   if (e instanceof UblkCommandError) {
@@ -26,7 +27,11 @@ export function describeError(e: unknown, ctx: { devId?: number } = {}): string 
   }
   if (e instanceof SysError && e.path === UBLK_CONTROL_PATH) {
     if (e.code === 'ENOENT') return `${UBLK_CONTROL_PATH}: No such file or directory (is ublk_drv loaded? try: modprobe ublk_drv)`;
-    if (e.code === 'EACCES' || e.code === 'EPERM') return `${UBLK_CONTROL_PATH}: Permission denied (ublk devices need root)`;
+    if (e.code === 'EACCES' || e.code === 'EPERM') {
+      return isRoot()
+        ? `${UBLK_CONTROL_PATH}: Permission denied (ublk devices need root)`
+        : `${UBLK_CONTROL_PATH}: Permission denied (a user's --unprivileged devices need udev's rule: ublk install-udev-rules; others need root)`;
+    }
   }
   if (e instanceof Error) return e.message;
   return String(e);

@@ -26,7 +26,7 @@ export function savedPath(name: string): string {
 }
 
 /** What a saved file holds: `ublk add`'s options without the ones about this run. */
-export type SavedDevice = Omit<AddOptions, 'foreground' | 'json' | 'save'>;
+export type SavedDevice = Omit<AddOptions, 'foreground' | 'json' | 'save' | 'unprivileged'>;
 
 /** A name is a file name, a systemd instance name (%i) and a /dev/disk/by-ublk link. */
 export function checkName(name: string): void {

@@ -3,11 +3,28 @@
  * `ublk recover` needs to start a new daemon, what `ublk list` shows), the
  * control socket <id>.sock and the log <id>.log.
  */
-import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
+/**
+ * Root's devices are in /run/ublk-ts; a user's unprivileged ones in the
+ * user's own directory ($XDG_RUNTIME_DIR/ublk-ts, else /tmp/ublk-ts-UID),
+ * which no one else may write.
+ */
 export function stateDir(): string {
-  return process.env.UBLK_TS_RUN_DIR ?? '/run/ublk-ts';
+  if (process.env.UBLK_TS_RUN_DIR) return process.env.UBLK_TS_RUN_DIR;
+  const uid = process.getuid?.() ?? 0;
+  if (uid === 0) return '/run/ublk-ts';
+  return process.env.XDG_RUNTIME_DIR ? join(process.env.XDG_RUNTIME_DIR, 'ublk-ts') : `/tmp/ublk-ts-${uid}`;
+}
+
+/** Makes the state directory; a user's must be the user's own, not a link someone else left in /tmp. */
+function makeStateDir(): void {
+  const dir = stateDir();
+  const uid = process.getuid?.() ?? 0;
+  mkdirSync(dir, { recursive: true, mode: uid === 0 ? 0o755 : 0o700 });
+  const st = lstatSync(dir);
+  if (!st.isDirectory() || st.uid !== uid) throw new Error(`${dir} is not a directory of uid ${uid}: remove it`);
 }
 
 export interface DeviceState {
@@ -26,6 +43,8 @@ export interface DeviceState {
   recoverable: boolean;
   pollMaxNs: number;
   scheduler?: string;
+  /** Made by a user without CAP_SYS_ADMIN (UBLK_F_UNPRIVILEGED_DEV): its commands carry /dev/ublkcN. */
+  unprivileged?: boolean;
   size: number;
   /** What the target reported for `ublk list` (backing file, engine…). */
   info: Record<string, string | number | boolean>;
@@ -47,7 +66,7 @@ export function logPath(id: number): string {
 }
 
 export function writeState(state: DeviceState): void {
-  mkdirSync(stateDir(), { recursive: true, mode: 0o755 });
+  makeStateDir();
   const path = statePath(state.id);
   const tmp = `${path}.${process.pid}.tmp`;
   writeFileSync(tmp, JSON.stringify(state, null, 2) + '\n', { mode: 0o644 });

@@ -40,6 +40,13 @@ export interface CreateDeviceOptions {
    */
   scheduler?: string;
   /**
+   * Create the device as this user, without CAP_SYS_ADMIN
+   * (UBLK_F_UNPRIVILEGED_DEV): it is owned by the user, only the owner (and
+   * root) may open it, it cannot be recoverable, and udev must hand its
+   * nodes to the owner (`ublk install-udev-rules`).
+   */
+  unprivileged?: boolean;
+  /**
    * Called once the target has opened and described the device, before the
    * kernel is asked for it: a throw (or a rejection) refuses the device,
    * and the target is closed again. `ublk add` checks here that no other
@@ -125,6 +132,7 @@ function deviceOptions(o: CreateDeviceOptions, recover: boolean): DeviceOptions 
     recoverable: recover || o.recoverable === true,
     pollMaxNs: o.pollMaxNs ?? 0,
     scheduler: recover ? undefined : o.scheduler ?? 'none',
+    unprivileged: o.unprivileged === true,
   };
 }
 

@@ -53,6 +53,13 @@ interface CommandArgs {
   /** In/out buffer of `len` bytes (native memory the kernel reads or fills). */
   buf?: NativeMemory;
   len?: number;
+  /** Bytes of `buf` that are the char device's path, before the payload (unprivileged devices). */
+  devPathLen?: number;
+}
+
+/** The char device path an unprivileged device's commands carry (ublk_drv checks its owner and mode). */
+export function charDevPath(devId: number): string {
+  return `/dev/ublkc${devId}`;
 }
 
 type Waiter = (res: number) => void;
@@ -63,6 +70,12 @@ export class UblkControl {
   private readonly waiters = new Map<number, Waiter>();
   private poller: ReturnType<typeof pollReadable> | null = null;
   private seq = 0;
+  /**
+   * Devices created with UBLK_F_UNPRIVILEGED_DEV: ublk_drv checks every
+   * command for them against /dev/ublkcN's permissions, so the command's
+   * buffer starts with that path (dev_path_len bytes), the payload after it.
+   */
+  private readonly unprivileged = new Set<number>();
 
   private constructor(fd: number, ring: IoUring) {
     this.fd = fd;
@@ -87,11 +100,34 @@ export class UblkControl {
     file.close(this.fd);
   }
 
+  /** Commands for `devId` carry its char device path from now on (an unprivileged device). */
+  markUnprivileged(devId: number): void {
+    this.unprivileged.add(devId);
+  }
+
   /** Sends one command; resolves with the CQE result (>= 0) or throws UblkCommandError. */
   async command(op: number, args: CommandArgs): Promise<number> {
-    const res = await this.submit(op, args);
+    const withPath = this.unprivileged.has(args.devId) && op !== U.UBLK_U_CMD_ADD_DEV && op !== U.UBLK_U_CMD_GET_FEATURES;
+    const res = withPath ? await this.submitWithPath(op, args) : await this.submit(op, args);
     if (res < 0) throw new UblkCommandError(COMMAND_NAMES[op] ?? `0x${op.toString(16)}`, -res, args.devId);
     return res;
+  }
+
+  /** The command with /dev/ublkcN before its payload; the kernel reads and writes the payload after the path. */
+  private async submitWithPath(op: number, args: CommandArgs): Promise<number> {
+    const path = Buffer.from(charDevPath(args.devId));
+    const len = args.len ?? 0;
+    const buf = NativeMemory.aligned(path.length + len, 64);
+    try {
+      const bytes = new Uint8Array(buf.buffer);
+      bytes.set(path, 0);
+      if (args.buf) bytes.set(new Uint8Array(args.buf.buffer, 0, len), path.length);
+      const res = await this.submit(op, { ...args, buf, len: path.length + len, devPathLen: path.length });
+      if (args.buf) new Uint8Array(args.buf.buffer, 0, len).set(bytes.subarray(path.length, path.length + len));
+      return res;
+    } finally {
+      buf.free();
+    }
   }
 
   private submit(op: number, args: CommandArgs): Promise<number> {
@@ -109,6 +145,7 @@ export class UblkControl {
     const u16 = this.ring.sqe16;
     u16[(base + U.ublksrv_ctrl_cmd.queue_id) >> 1] = args.queueId ?? 0xffff;
     u16[(base + U.ublksrv_ctrl_cmd.len) >> 1] = args.len ?? 0;
+    u16[(base + U.ublksrv_ctrl_cmd.dev_path_len) >> 1] = args.devPathLen ?? 0;
     putU64(u32, (base + U.ublksrv_ctrl_cmd.addr) >> 2, args.buf ? args.buf.addr : 0);
     putU64(u32, (base + U.ublksrv_ctrl_cmd.data) >> 2, args.data ?? 0);
     const id = (this.seq = (this.seq + 1) >>> 0);
@@ -161,15 +198,37 @@ export class UblkControl {
       const dv = new DataView(buf.buffer);
       encodeDevInfo(dv, { ...info, devId: info.devId >>> 0 });
       await this.command(U.UBLK_U_CMD_ADD_DEV, { devId: info.devId >>> 0, buf, len: size });
-      return decodeDevInfo(dv);
+      const added = decodeDevInfo(dv);
+      if (added.flags & U.UBLK_F_UNPRIVILEGED_DEV) this.unprivileged.add(added.devId);
+      return added;
     });
   }
 
+  /**
+   * GET_DEV_INFO. ublk_drv refuses it without the char device path for an
+   * unprivileged device (EINVAL; EPERM to a user without CAP_SYS_ADMIN),
+   * which GET_DEV_INFO2 with the path answers; such a device is then known
+   * as unprivileged to every later command.
+   */
   async getDevInfo(devId: number): Promise<DevInfo> {
     const size = U.ublksrv_ctrl_dev_info.SIZE;
     return this.withBuffer(size, async (buf) => {
-      await this.command(U.UBLK_U_CMD_GET_DEV_INFO, { devId, buf, len: size });
-      return decodeDevInfo(new DataView(buf.buffer));
+      try {
+        await this.command(U.UBLK_U_CMD_GET_DEV_INFO, { devId, buf, len: size });
+      } catch (e) {
+        const code = (e as UblkCommandError).code;
+        if (this.unprivileged.has(devId) || (code !== 'EINVAL' && code !== 'EPERM')) throw e;
+        this.unprivileged.add(devId);
+        try {
+          await this.command(U.UBLK_U_CMD_GET_DEV_INFO2, { devId, buf, len: size });
+        } catch (e2) {
+          this.unprivileged.delete(devId);
+          throw e2; // e.g. EACCES: someone else's unprivileged device
+        }
+      }
+      const info = decodeDevInfo(new DataView(buf.buffer));
+      if (!(info.flags & U.UBLK_F_UNPRIVILEGED_DEV)) this.unprivileged.delete(devId);
+      return info;
     });
   }
 

@@ -5,11 +5,12 @@
  * workers drain and end → /dev/ublkcN closed → DEL_DEV. Any failure on the
  * way undoes what was done, and every wait on the way out is bounded.
  */
+import { accessSync, constants } from 'node:fs';
 import * as file from '../sys/file.js';
 import { loadTarget } from '../target/registry.js';
 import { type TargetDevice, TargetError } from '../target/target.js';
 import { type DevInfo } from './codec.js';
-import { UblkCommandError, UblkControl } from './control.js';
+import { UblkCommandError, UblkControl, charDevPath } from './control.js';
 import { checkDescription, paramsFor } from './params.js';
 import { QueuePool, READY_TIMEOUT_MS, TIMEOUT, within } from './queue-pool.js';
 import { KERNEL_SCHEDULER, setScheduler } from './scheduler.js';
@@ -41,7 +42,17 @@ export interface DeviceOptions {
    * scheduler.ts); KERNEL_SCHEDULER or undefined keeps the kernel's choice.
    */
   scheduler?: string;
+  /**
+   * UBLK_F_UNPRIVILEGED_DEV: a device made by a user without CAP_SYS_ADMIN,
+   * owned by that user. ublk_drv checks its commands against /dev/ublkcN's
+   * permissions and opens /dev/ublkbN only to its owner (or root): udev
+   * must hand both nodes to the owner (`ublk install-udev-rules`).
+   */
+  unprivileged?: boolean;
 }
+
+/** How long udev may take to hand an unprivileged device's nodes to its owner. */
+export const HANDOVER_TIMEOUT_MS = 10_000;
 
 /** Called once the target has opened and described the device, before the kernel hears of it; a throw refuses the device. */
 export type OnOpen = (device: TargetDevice) => void | Promise<void>;
@@ -79,6 +90,7 @@ export class UblkDevice {
       await onOpen?.(device);
       let flags = U.UBLK_F_CMD_IOCTL_ENCODE;
       if (options.recoverable) flags |= U.UBLK_F_USER_RECOVERY | U.UBLK_F_USER_RECOVERY_REISSUE;
+      if (options.unprivileged) flags |= U.UBLK_F_UNPRIVILEGED_DEV;
       const info = await ctrl.addDev({
         devId: options.devId,
         nrHwQueues: options.queues,
@@ -87,17 +99,27 @@ export class UblkDevice {
         flags,
       });
       try {
+        // ublk_drv checks an unprivileged device's every command against /dev/ublkcN: it must be ours first.
+        if (options.unprivileged) await handedOver(charDevPath(info.devId));
         await ctrl.setParams(info.devId, paramsFor(device, info.maxIoBufBytes));
         dev = await UblkDevice.serve(ctrl, device, options, info, 'START_DEV', (pid) => ctrl.startDev(info.devId, pid));
       } catch (e) {
-        await ctrl.delDev(info.devId).catch(() => undefined);
+        const left = await ctrl.delDev(info.devId).then(
+          () => null,
+          (d: unknown) => d as Error,
+        );
+        // An unprivileged device whose /dev/ublkcN never became ours cannot be deleted by us.
+        if (left !== null && options.unprivileged) {
+          throw new Error(`${(e as Error).message}; device ${info.devId} is left (${left.message}): root can delete it with ublk del -n ${info.devId}`);
+        }
         throw e;
       }
     } catch (e) {
       await closeQuietly(device);
       throw e;
     }
-    if (options.scheduler !== undefined && options.scheduler !== KERNEL_SCHEDULER) {
+    // sysfs is root's: an unprivileged device keeps the kernel's scheduler.
+    if (options.scheduler !== undefined && options.scheduler !== KERNEL_SCHEDULER && !options.unprivileged) {
       try {
         setScheduler(dev.id, options.scheduler);
       } catch (e) {
@@ -164,6 +186,7 @@ export class UblkDevice {
       const r = await within(Promise.race([go(process.pid).then(() => null), pool.failed]), READY_TIMEOUT_MS);
       if (r === TIMEOUT) throw new Error(`${goName} of device ${id} did not complete within ${READY_TIMEOUT_MS / 1000} s`);
       if (r !== null) throw new Error(r);
+      if (options.unprivileged) await handedOver(`/dev/ublkb${id}`);
       return new UblkDevice(ctrl, device, actual, await ctrl.getDevInfo(id), cdevFd, pool);
     } catch (e) {
       await pool?.stopNow().catch(() => undefined);
@@ -288,6 +311,25 @@ async function openCharDev(id: number): Promise<number> {
     } catch (e) {
       if ((e as { code?: string }).code !== 'ENOENT' || i >= 50) throw e;
       await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
+
+/**
+ * Waits until udev has given the node to this user (an unprivileged
+ * device's /dev/ublkcN, then /dev/ublkbN); throws one line when it does not.
+ */
+async function handedOver(path: string): Promise<void> {
+  const end = Date.now() + HANDOVER_TIMEOUT_MS;
+  for (;;) {
+    try {
+      accessSync(path, constants.R_OK | constants.W_OK);
+      return;
+    } catch {
+      if (Date.now() > end) {
+        throw new Error(`${path} was not given to uid ${process.getuid?.()} within ${HANDOVER_TIMEOUT_MS / 1000} s: unprivileged devices need udev's rule (ublk install-udev-rules)`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
     }
   }
 }

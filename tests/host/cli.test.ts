@@ -17,7 +17,7 @@ t.test('without ublk_drv: one line naming /dev/ublk-control and modprobe, exit 1
 t.test('ublk --help and help COMMAND describe every command', async (t) => {
   const r = ublk('--help');
   t.equal(r.code, 0);
-  for (const c of ['add', 'list', 'del', 'recover', 'save', 'up', 'down', 'install-units', 'features', 'stats']) t.match(r.stdout, new RegExp(`^  ${c}\\b`, 'm'), `--help lists ${c}`);
+  for (const c of ['add', 'list', 'del', 'recover', 'save', 'up', 'down', 'install-units', 'install-udev-rules', 'features', 'stats']) t.match(r.stdout, new RegExp(`^  ${c}\\b`, 'm'), `--help lists ${c}`);
   const add = ublk('help', 'add');
   t.equal(add.code, 0);
   for (const o of ['--type', '--file', '--size', '--queues', '--depth', '--number', '--max-io-size', '--engine', '--read-only', '--poll-max-ns', '--scheduler', '--recoverable', '--foreground', '--json']) {

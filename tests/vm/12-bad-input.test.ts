@@ -82,14 +82,21 @@ t.test(`${table.length} bad inputs: one line, exit 1, nothing changed`, async (t
 
 t.test('not root: every command says so', async (t) => {
   const before = snapshot();
-  for (const args of [['add', '-t', 'null', '-s', '1G'], ['list'], ['del', '-n', L], ['recover', '-n', O], ['stats', '-n', L]]) {
+  for (const args of [['add', '-t', 'null', '-s', '1G'], ['recover', '-n', O], ['up', '--all'], ['install-units']]) {
     const r = ublkAsNobody(...args);
     t.equal(r.code, 1);
-    t.match(r.stderr, /^ublk: [a-z]+: must be run as root \(ublk devices need CAP_SYS_ADMIN\)\n$/);
+    t.match(r.stderr, /^ublk: [a-z-]+: must be run as root \(ublk devices need CAP_SYS_ADMIN\)\n$/);
   }
+  // A user manages the devices they added with --unprivileged (tests/vm/22), no others.
+  for (const args of [['del', '-n', L], ['stats', '-n', L], ['list', '-n', L]]) {
+    const r = ublkAsNobody(...args);
+    t.equal(r.code, 1);
+    t.match(r.stderr, /^ublk: [a-z]+: must be run as root \(ublk devices need CAP_SYS_ADMIN; a user manages only the devices they added with --unprivileged\)\n$/);
+  }
+  t.match(ublkAsNobody('list'), { code: 0, stdout: '', stderr: '' }, 'a user who added no device lists none');
   const f = ublkAsNobody('features');
   t.equal(f.code, 1);
-  t.equal(f.stderr, 'ublk: features: /dev/ublk-control: Permission denied (ublk devices need root)\n');
+  t.equal(f.stderr, "ublk: features: /dev/ublk-control: Permission denied (a user's --unprivileged devices need udev's rule: ublk install-udev-rules; others need root)\n");
   t.same(snapshot(), before);
 });
 

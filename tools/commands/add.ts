@@ -10,7 +10,7 @@ import { linkPath } from '../dev-links.js';
 import type { DaemonOptions } from '../daemon.js';
 import { formatSize } from '../format.js';
 import { checkName, savedPath, writeSaved } from '../saved.js';
-import { CliError, UBLKS_MAX_PATH, kernelDeviceIds, requireRoot, ublksMax, withControl } from '../cli-util.js';
+import { CliError, UBLKS_MAX_PATH, isRoot, kernelDeviceIds, requireRoot, ublksMax, withControl } from '../cli-util.js';
 
 export interface AddOptions {
   type: string;
@@ -30,6 +30,8 @@ export interface AddOptions {
   json?: boolean;
   /** Save the options as this name (`ublk up NAME` starts it again). */
   save?: string;
+  /** Create the device as this user (UBLK_F_UNPRIVILEGED_DEV). */
+  unprivileged?: boolean;
 }
 
 const DAEMON = fileURLToPath(new URL('../ublk-daemon.js', import.meta.url));
@@ -58,6 +60,7 @@ export function daemonOptions(o: AddOptions): DaemonOptions {
     recoverable: o.recoverable === true,
     pollMaxNs: o.pollMaxNs ?? 0,
     scheduler: o.scheduler,
+    ...(o.unprivileged ? { unprivileged: true } : {}),
   };
 }
 
@@ -74,6 +77,7 @@ export function describeDevice(s: DeviceState): Record<string, unknown> {
     depth: s.depth,
     maxIoSize: s.maxIoSize,
     recoverable: s.recoverable,
+    ...(s.unprivileged ? { unprivileged: true } : {}),
     pid: s.pid,
     ...s.info,
   };
@@ -95,7 +99,11 @@ function printDevice(s: DeviceState, json: boolean): void {
 
 export async function add(o: AddOptions): Promise<number> {
   const options = daemonOptions(o);
-  requireRoot();
+  if (o.unprivileged) {
+    // ublk_drv makes root's devices privileged whatever the flag says, and drops recovery from a user's.
+    if (isRoot()) throw new CliError("--unprivileged is for users without CAP_SYS_ADMIN (root's devices are privileged)");
+    if (o.recoverable) throw new CliError('an --unprivileged device cannot be --recoverable (ublk_drv does not recover them)');
+  } else requireRoot();
   if (o.save !== undefined) {
     checkName(o.save);
     if (existsSync(savedPath(o.save))) throw new CliError(`a device named '${o.save}' is saved already (${savedPath(o.save)})`);

@@ -2,13 +2,15 @@
 import { UblkCommandError, type UblkControl } from '../../ublk/control.js';
 import { isDaemon, processAlive, readState, removeState, stateIds } from '../state.js';
 import { unlinkDevice } from '../dev-links.js';
-import { CliError, kernelDeviceIds, requireRoot, withControl } from '../cli-util.js';
+import { CliError, isRoot, kernelDeviceIds, requireRootOrOwner, withControl } from '../cli-util.js';
 
 export async function del(o: { number?: number; all?: boolean }): Promise<number> {
   if (o.number === undefined && !o.all) throw new CliError('say which device: -n ID, or -a for all');
-  requireRoot();
+  // A user deletes the devices they added (their own state directory).
+  requireRootOrOwner(o.all ? true : readState(o.number!)?.unprivileged === true);
   return withControl(async (ctrl) => {
-    const ids = o.all ? [...new Set([...kernelDeviceIds(), ...stateIds()])].sort((a, b) => a - b) : [o.number!];
+    const known = isRoot() ? kernelDeviceIds() : [];
+    const ids = o.all ? [...new Set([...known, ...stateIds()])].sort((a, b) => a - b) : [o.number!];
     for (const id of ids) await deleteDevice(ctrl, id);
     return 0;
   });
@@ -35,6 +37,7 @@ async function waitGone(pid: number, ms: number): Promise<boolean> {
 
 export async function deleteDevice(ctrl: UblkControl, id: number): Promise<void> {
   const state = readState(id);
+  if (state?.unprivileged) ctrl.markUnprivileged(id);
   if (!(await exists(ctrl, id))) {
     if (state === null) throw new CliError(`device ${id} does not exist`);
     // The kernel has no such device: the state is stale, and so is any daemon.

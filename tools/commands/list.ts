@@ -1,8 +1,8 @@
 /** `ublk list [-n ID] [--json]`: devices as the kernel sees them, with what their daemons recorded. */
 import { UblkCommandError } from '../../ublk/control.js';
-import { isDaemon, processAlive, readState } from '../state.js';
+import { isDaemon, processAlive, readState, stateIds } from '../state.js';
 import { UBLK_FEATURE_NAMES } from '../../ublk/uapi.js';
-import { CliError, kernelDeviceIds, requireRoot, withControl } from '../cli-util.js';
+import { CliError, isRoot, kernelDeviceIds, requireRootOrOwner, withControl } from '../cli-util.js';
 import { STATE_NAMES, formatSize, table } from '../format.js';
 import { savedNames } from '../saved.js';
 
@@ -30,11 +30,14 @@ export function flagNames(flags: number): string[] {
 }
 
 export async function listDevices(only?: number): Promise<ListedDevice[]> {
+  // A user sees the devices they added (their own state directory).
+  const ids = only !== undefined ? [only] : isRoot() ? kernelDeviceIds() : stateIds();
+  if (ids.length === 0 && !isRoot()) return []; // root still learns here whether ublk_drv is loaded
   return withControl(async (ctrl) => {
-    const ids = only === undefined ? kernelDeviceIds() : [only];
     const out: ListedDevice[] = [];
     for (const id of ids) {
       let info;
+      if (readState(id)?.unprivileged) ctrl.markUnprivileged(id);
       try {
         info = await ctrl.getDevInfo(id);
       } catch (e) {
@@ -69,7 +72,7 @@ export async function listDevices(only?: number): Promise<ListedDevice[]> {
 }
 
 export async function list(o: { number?: number; json?: boolean }): Promise<number> {
-  requireRoot();
+  requireRootOrOwner(o.number === undefined || readState(o.number)?.unprivileged === true);
   const devices = await listDevices(o.number);
   if (o.json) {
     process.stdout.write(JSON.stringify(devices, null, 2) + '\n');
