@@ -29,7 +29,7 @@ t.test('null device: add, fio, list, del', async (t) => {
   t.equal(d.depth, 64);
   t.equal(d.pid, dev.pid);
   t.ok(d.daemonAlive && processAlive(d.pid), 'the daemon is alive');
-  t.match(ublk('list').stdout, new RegExp(`^${dev.id}\\s+LIVE\\s+2\\s+64\\s+1 GiB\\s+${dev.pid}\\s+null`, 'm'));
+  t.match(ublk('list').stdout, new RegExp(`^${dev.id}\\s+-\\s+LIVE\\s+2\\s+64\\s+1 GiB\\s+${dev.pid}\\s+null`, 'm'));
 
   const del = ublk('del', '-n', String(dev.id));
   t.equal(del.code, 0, del.stderr);

@@ -42,10 +42,10 @@ t.test('an id that is already used', async (t) => {
 
 t.test('not root', async (t) => {
   const before = snapshot();
-  for (const cmd of [['add', '-t', 'null', '-s', '1G'], ['list'], ['del', '-a']]) {
-    const r = ublkAsNobody(...cmd);
-    t.equal(r.code, 1, `${cmd[0]} as nobody fails`);
-    t.match(r.stderr, /^ublk: [a-z]+: must be run as root[^\n]*\n$/);
-  }
+  const r = ublkAsNobody('add', '-t', 'null', '-s', '1G');
+  t.equal(r.code, 1, 'add as nobody fails');
+  t.match(r.stderr, /^ublk: add: must be run as root[^\n]*\n$/);
+  // A user sees and deletes only the devices they added with --unprivileged: none here.
+  for (const cmd of [['list'], ['del', '-a']]) t.match(ublkAsNobody(...cmd), { code: 0, stdout: '', stderr: '' }, `${cmd.join(' ')} as nobody: nothing of root's`);
   t.same(snapshot(), before);
 });

@@ -25,7 +25,7 @@ for (const recoverable of [false, true]) {
 
     const list = ublk('list', '-n', String(dev.id));
     t.equal(list.code, 0, list.stderr);
-    t.match(list.stdout, new RegExp(`^${dev.id}\\s+${kernelState}\\b`, 'm'), `the device is ${kernelState}`);
+    t.match(list.stdout, new RegExp(`^${dev.id}\\s+-\\s+${kernelState}\\b`, 'm'), `the device is ${kernelState}`);
     t.match(list.stdout, REASON, 'ublk list says why');
     const json = JSON.parse(ublk('list', '-n', String(dev.id), '--json').stdout) as { state: string; failed: { reason: string } | null }[];
     t.equal(json[0].state, kernelState);

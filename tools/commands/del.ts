@@ -8,9 +8,10 @@ export async function del(o: { number?: number; all?: boolean }): Promise<number
   if (o.number === undefined && !o.all) throw new CliError('say which device: -n ID, or -a for all');
   // A user deletes the devices they added (their own state directory).
   requireRootOrOwner(o.all ? true : readState(o.number!)?.unprivileged === true);
+  const known = isRoot() ? kernelDeviceIds() : [];
+  const ids = o.all ? [...new Set([...known, ...stateIds()])].sort((a, b) => a - b) : [o.number!];
+  if (ids.length === 0 && !isRoot()) return 0; // root still learns here whether ublk_drv is loaded
   return withControl(async (ctrl) => {
-    const known = isRoot() ? kernelDeviceIds() : [];
-    const ids = o.all ? [...new Set([...known, ...stateIds()])].sort((a, b) => a - b) : [o.number!];
     for (const id of ids) await deleteDevice(ctrl, id);
     return 0;
   });
