@@ -54,6 +54,7 @@ const c_mmap = libc.func('void *mmap(void *addr, size_t length, int prot, int fl
 const c_munmap = libc.func('int munmap(void *addr, size_t length)');
 const c_posix_memalign = libc.func('int posix_memalign(_Out_ void **memptr, size_t alignment, size_t size)');
 const c_free = libc.func('void free(void *ptr)');
+const c_memcpy = libc.func('void *memcpy(void *dst, const void *src, size_t n)');
 const c_eventfd = libc.func('int eventfd(unsigned int initval, int flags)');
 const c_strerror = libc.func('const char *strerror(int errnum)');
 const c_flock = libc.func('int flock(int fd, int operation)');
@@ -62,6 +63,9 @@ const c_socket = libc.func('int socket(int domain, int type, int protocol)');
 const c_bind = libc.func('int bind(int fd, const void *addr, uint addrlen)');
 const c_sendto = libc.func('long sendto(int fd, const void *buf, size_t len, int flags, const void *addr, uint addrlen)');
 const c_recv = libc.func('long recv(int fd, void *buf, size_t len, int flags)');
+const c_connect = libc.func('int connect(int fd, const void *addr, uint addrlen)');
+const c_setsockopt = libc.func('int setsockopt(int fd, int level, int name, const void *value, uint len)');
+const c_shutdown = libc.func('int shutdown(int fd, int how)');
 
 /** A pointer argument: an address, or JS memory whose data pointer koffi passes without copying. */
 export type Ptr = number | bigint | ArrayBufferView | ArrayBuffer | null;
@@ -142,6 +146,15 @@ export function sendto(fd: number, buf: Ptr, len: number, flags: number, addr: P
 export function recv(fd: number, buf: Ptr, len: number, flags: number): number {
   return res(c_recv(fd, buf, len, flags));
 }
+export function connect(fd: number, addr: Ptr, addrlen: number): number {
+  return res(c_connect(fd, addr, addrlen));
+}
+export function setsockopt(fd: number, level: number, name: number, value: Ptr, len: number): number {
+  return res(c_setsockopt(fd, level, name, value, len));
+}
+export function shutdown(fd: number, how: number): number {
+  return res(c_shutdown(fd, how));
+}
 export function eventfd(initval: number, flags: number): number {
   return res(c_eventfd(initval, flags));
 }
@@ -163,6 +176,11 @@ export function posixMemalign(alignment: number, size: number): number {
   if (err !== 0) return -err;
   return Number(out[0]);
 }
+/** memcpy(3) between native addresses (no JS view to make: nothing allocated). */
+export function memcpy(dst: number, src: number, n: number): void {
+  c_memcpy(dst, src, n);
+}
+
 export function free(addr: number): void {
   c_free(addr);
 }

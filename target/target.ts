@@ -43,6 +43,10 @@ export interface TargetDescription {
   fua?: boolean;
   /** Supports DISCARD and WRITE_ZEROES with these limits (absent: neither is sent). */
   discard?: { granularity: number; maxDiscardSectors: number; maxWriteZeroesSectors: number };
+  /** The largest request the backing takes, in bytes (a 4K multiple): the device's max IO size is no larger. */
+  maxIoSize?: number;
+  /** The device gets no more queues than `max` (`reason` tells the user why, when they asked for more). */
+  queueLimit?: { max: number; reason: string };
   /** Shown by `ublk list` and kept in the state file (backing file, engine…). */
   info?: Record<string, string | number | boolean>;
   /** Things the user should know (e.g. a fallback to buffered IO); `ublk add` prints them on stderr. */

@@ -93,9 +93,9 @@ export class UblkDevice {
       if (options.unprivileged) flags |= U.UBLK_F_UNPRIVILEGED_DEV;
       const info = await ctrl.addDev({
         devId: options.devId,
-        nrHwQueues: options.queues,
+        nrHwQueues: queuesFor(device, options.queues),
         queueDepth: options.depth,
-        maxIoBufBytes: options.maxIoSize,
+        maxIoBufBytes: Math.min(options.maxIoSize, device.maxIoSize ?? Infinity),
         flags,
       });
       try {
@@ -278,6 +278,14 @@ async function openTarget(options: DeviceOptions): Promise<TargetDevice> {
     throw e;
   }
   return device;
+}
+
+/** The queues asked for, or fewer when the target serves no more (the user is told why). */
+function queuesFor(device: TargetDevice, asked: number): number {
+  const limit = device.queueLimit;
+  if (limit === undefined || asked <= limit.max) return asked;
+  device.warnings = [...(device.warnings ?? []), `${limit.max} queue${limit.max === 1 ? '' : 's'}, not ${asked}: ${limit.reason}`];
+  return limit.max;
 }
 
 /** Closes a target whose device could not be made: the reason that stopped it is the one to report. */

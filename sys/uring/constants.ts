@@ -45,9 +45,12 @@ export const IORING_OP_FSYNC = 3;
 export const IORING_OP_READ_FIXED = 4;
 export const IORING_OP_WRITE_FIXED = 5;
 export const IORING_OP_POLL_ADD = 6;
+export const IORING_OP_SENDMSG = 9;
+export const IORING_OP_TIMEOUT = 11;
 export const IORING_OP_FALLOCATE = 17;
 export const IORING_OP_READ = 22;
 export const IORING_OP_WRITE = 23;
+export const IORING_OP_RECV = 27;
 export const IORING_OP_MSG_RING = 40;
 export const IORING_OP_URING_CMD = 46;
 

@@ -71,3 +71,6 @@ export const io_uring_cqe = {
   res: 8,
   flags: 12,
 } as const;
+
+/** struct __kernel_timespec (include/uapi/linux/time_types.h): what IORING_OP_TIMEOUT points at. */
+export const kernel_timespec = { SIZE: 16, tv_sec: 0, tv_nsec: 8 } as const;

@@ -13,6 +13,9 @@ import {
   IORING_OP_POLL_ADD,
   IORING_POLL_ADD_MULTI,
   IORING_OP_READ,
+  IORING_OP_RECV,
+  IORING_OP_SENDMSG,
+  IORING_OP_TIMEOUT,
   IORING_OP_URING_CMD,
   IORING_OP_WRITE,
 } from './constants.js';
@@ -72,6 +75,27 @@ export function prepFsync(ring: IoUring, sqe: number, fd: number, fsyncFlags = 0
 /** fallocate(fd, mode, offset, len): liburing puts len in addr and mode in len. */
 export function prepFallocate(ring: IoUring, sqe: number, fd: number, mode: number, offset: number, len: number): void {
   prepRw(ring, sqe, IORING_OP_FALLOCATE, fd, len, mode, offset);
+}
+
+/** sendmsg(fd, msghdr at `msg`, msgFlags), as io_uring_prep_sendmsg(). With MSG_WAITALL on a stream socket the kernel sends it all or fails. */
+export function prepSendmsg(ring: IoUring, sqe: number, fd: number, msg: number, msgFlags: number): void {
+  const w = prepRw(ring, sqe, IORING_OP_SENDMSG, fd, msg, 1, 0);
+  ring.sqe32[w + (S.rw_flags >> 2)] = msgFlags;
+}
+
+/** recv(fd, addr, len, msgFlags), as io_uring_prep_recv(). */
+export function prepRecv(ring: IoUring, sqe: number, fd: number, addr: number, len: number, msgFlags: number): void {
+  const w = prepRw(ring, sqe, IORING_OP_RECV, fd, addr, len, 0);
+  ring.sqe32[w + (S.rw_flags >> 2)] = msgFlags;
+}
+
+/**
+ * A relative timeout (the struct __kernel_timespec at `ts`, read when the
+ * SQE is issued): completes with -ETIME once it has passed, as
+ * io_uring_prep_timeout(ts, 0, 0).
+ */
+export function prepTimeout(ring: IoUring, sqe: number, ts: number): void {
+  prepRw(ring, sqe, IORING_OP_TIMEOUT, -1, ts, 1, 0);
 }
 
 /** Poll for `events` (POLLIN …) on fd; one-shot unless pollFlags (the SQE's len) has IORING_POLL_ADD_MULTI. */

@@ -57,7 +57,7 @@ export class TargetClient {
     const maxIoSize = opts.maxIoSize ?? 512 * 1024;
     const qs: Q[] = [];
     try {
-      for (let qId = 0; qId < (opts.queues ?? 1); qId++) {
+      for (let qId = 0; qId < Math.min(opts.queues ?? 1, device.queueLimit?.max ?? Infinity); qId++) {
         const fake = new FakeUblk(depth);
         const kick = new EventFd(0);
         const control = new Int32Array(new SharedArrayBuffer(4));
@@ -97,6 +97,11 @@ export class TargetClient {
 
   get queues(): number {
     return this.qs.length;
+  }
+
+  /** Each queue's target counters, as the daemon hands them to the target's stats(). */
+  statsBuffers(): (SharedArrayBuffer | null)[] {
+    return this.qs.map((q) => q.queue.targetStatsBuffer());
   }
 
   private async tag(q: Q): Promise<number> {

@@ -16,6 +16,10 @@ export interface AddOptions {
   type: string;
   size?: string | number;
   file?: string;
+  /** NBD server (nbd). */
+  url?: string;
+  timeout?: number;
+  reconnect?: boolean;
   queues: number;
   depth: number;
   number: number;
@@ -46,6 +50,9 @@ export function daemonOptions(o: AddOptions): DaemonOptions {
   const targetOptions: Record<string, unknown> = {};
   if (o.size !== undefined) targetOptions.size = parseSize(o.size);
   if (o.file !== undefined) targetOptions.file = o.file;
+  if (o.url !== undefined) targetOptions.url = o.url;
+  if (o.timeout !== undefined) targetOptions.timeout = o.timeout;
+  if (o.reconnect) targetOptions.reconnect = true;
   if (o.engine !== undefined) targetOptions.engine = o.engine;
   if (o.readOnly) targetOptions.readOnly = true;
   if (o.raw) targetOptions.raw = true;
