@@ -3,8 +3,8 @@ import { connect } from 'node:net';
 import { REAP_PERCENTILES } from '../../aio/stats.js';
 import { LATENCY_OPS, type LatencyHistogram, type LatencyOp, latencyCount, latencyPercentile, mergeLatency } from '../../ublk/latency.js';
 import { QUEUE_STAT_NAMES } from '../../ublk/queue-stats.js';
-import { readState, socketPath } from '../state.js';
-import { CliError, requireRootOrOwner } from '../cli-util.js';
+import { socketPath } from '../state.js';
+import { CliError, requireRootOrOwnerOf } from '../cli-util.js';
 import { formatLatency, table } from '../format.js';
 import { formatPrometheus } from '../prometheus.js';
 
@@ -162,8 +162,7 @@ const REDRAW = '\x1b[H\x1b[2J';
 
 export async function stats(o: { number: number; json?: boolean; prometheus?: boolean; watch?: number }): Promise<number> {
   if (o.json && o.prometheus) throw new CliError('--json and --prometheus cannot be used together');
-  requireRootOrOwner(readState(o.number)?.unprivileged === true);
-  if (readState(o.number) === null) throw new CliError(`device ${o.number} is not served by ublk-ts`);
+  if (requireRootOrOwnerOf(o.number) === null) throw new CliError(`device ${o.number} is not served by ublk-ts`);
   const redraw = o.watch !== undefined && process.stdout.isTTY === true;
   for (;;) {
     const s = await snapshot(o.number);
