@@ -4,7 +4,7 @@ import { isDaemon, processAlive, readState, stateIds } from '../state.js';
 import { UBLK_FEATURE_NAMES } from '../../ublk/uapi.js';
 import { CliError, isRoot, kernelDeviceIds, requireRootOrOwnerOf, userHasNone, withControl } from '../cli-util.js';
 import { STATE_NAMES, formatSize, table } from '../format.js';
-import { savedNames } from '../saved.js';
+import { savedNames } from '../config-dir.js';
 
 export interface ListedDevice {
   id: number;
