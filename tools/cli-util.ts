@@ -2,6 +2,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { InvalidArgumentError } from 'commander';
 import { UblkControl } from '../ublk/control.js';
+import { type DeviceState, readState } from './state.js';
 
 /** ublk_drv ids are minors of a 20-bit space (UBLK_MINORS). */
 export const MAX_DEV_ID = (1 << 20) - 1;
@@ -24,13 +25,25 @@ export function requireRoot(): void {
 }
 
 /**
- * Root, or a user acting on the devices they added with --unprivileged
- * (listed in the user's own state directory, tools/state.ts).
+ * Root, or a user acting on a device they added with --unprivileged
+ * (listed in the user's own state directory, tools/state.ts). Returns the
+ * device's state, or null when there is none (root only).
  */
-export function requireRootOrOwner(ownDevices: boolean): void {
-  if (!isRoot() && !ownDevices) {
+export function requireRootOrOwnerOf(id: number): DeviceState | null {
+  const state = readState(id);
+  if (!isRoot() && state?.unprivileged !== true) {
     throw new CliError('must be run as root (ublk devices need CAP_SYS_ADMIN; a user manages only the devices they added with --unprivileged)');
   }
+  return state;
+}
+
+/**
+ * A user with no devices of their own among `ids` has nothing to do: the
+ * command ends without opening /dev/ublk-control. Root opens it anyway,
+ * and learns there whether ublk_drv is loaded.
+ */
+export function userHasNone(ids: readonly number[]): boolean {
+  return ids.length === 0 && !isRoot();
 }
 
 /** Commander argument parser for an integer in [min, max]. */

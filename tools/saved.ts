@@ -4,26 +4,18 @@
  * that `ublk up NAME` starts the device again, e.g. at boot from
  * ublk-ts@NAME.service. A file is checked when it is saved and again when it
  * is started: a broken one is one line naming the file and the field.
+ * (tools/config-dir.ts has the paths and the names.)
  */
-import { mkdirSync, readFileSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
-import { isAbsolute, join, resolve } from 'node:path';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
 import { parseSize } from '../target/size.js';
 import { UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH } from '../ublk/uapi.js';
 import type { DaemonOptions } from './daemon.js';
 import type { DeviceState } from './state.js';
 import { CliError, MAX_DEV_ID } from './cli-util.js';
 import { describeError } from './errors.js';
+import { savedDir, savedPath } from './config-dir.js';
 import { type AddOptions, daemonOptions } from './commands/add.js';
-
-export function configDir(): string {
-  return process.env.UBLK_TS_CONFIG_DIR ?? '/etc/ublk-ts';
-}
-export function savedDir(): string {
-  return join(configDir(), 'devices');
-}
-export function savedPath(name: string): string {
-  return join(savedDir(), `${name}.json`);
-}
 
 /** What a saved file holds: `ublk add`'s options without the ones about this run. */
 export type SavedDevice = Omit<AddOptions, 'foreground' | 'json' | 'save' | 'unprivileged'>;
@@ -148,16 +140,4 @@ export function savedFromState(s: DeviceState): SavedDevice {
     scheduler: s.scheduler ?? 'none',
     recoverable: s.recoverable,
   };
-}
-
-/** Names of the saved devices, sorted. */
-export function savedNames(): string[] {
-  try {
-    return readdirSync(savedDir())
-      .map((f) => /^(.+)\.json$/.exec(f)?.[1])
-      .filter((n): n is string => n !== undefined)
-      .sort();
-  } catch {
-    return [];
-  }
 }

@@ -6,7 +6,7 @@ import { type DevInfo } from './codec.js';
 import { UblkControl } from './control.js';
 import { UblkDevice, type DeviceOptions, type OnOpen } from './device.js';
 import { type LatencyHistogram, type LatencyOp, readQueueLatency } from './latency.js';
-import { type QueueStatName, readQueueStats, sumQueueStats } from './queue-stats.js';
+import { QUEUE_STAT_NAMES, type QueueStatName, readQueueStats, sumQueueStats } from './queue-stats.js';
 import { targetModuleUrl } from '../target/registry.js';
 import type { TargetDevice } from '../target/target.js';
 import { UBLK_S_DEV_DEAD, UBLK_S_DEV_FAIL_IO, UBLK_S_DEV_LIVE, UBLK_S_DEV_QUIESCED } from './uapi.js';
@@ -157,7 +157,7 @@ function wrap(dev: UblkDevice, ctrl: UblkControl): Device {
     failed: dev.failed,
     stats() {
       const queues = dev.queueStats().map(readQueueStats);
-      return { queues, total: sumQueueStats(queues), latency: dev.queueLatency().map(readQueueLatency), target: dev.targetStats() };
+      return { queues, total: sumQueueStats(queues, QUEUE_STAT_NAMES), latency: dev.queueLatency().map(readQueueLatency), target: dev.targetStats() };
     },
     async state() {
       return STATE_NAMES[(await ctrl.getDevInfo(dev.id)).state] ?? 'DEAD';

@@ -46,15 +46,25 @@ export function newQueueLatency(): Float64Array {
   return new Float64Array(new SharedArrayBuffer(LATENCY_OPS.length * HIST_LEN * 8));
 }
 
+const TOP_US = 2 ** OCTAVES;
+/**
+ * A double's high word: sign, 11 bits of exponent (bias 1023), the top 20
+ * bits of the mantissa. For 1 <= us < 2^32 the exponent is floor(log2(us))
+ * and the top SUB_BITS mantissa bits are the sub-bucket, fractions
+ * included: exact, and per request cheaper than 2 ** e and a divide.
+ */
+const f64 = new Float64Array(1);
+const u32 = new Uint32Array(f64.buffer);
+/** Which 32-bit half of f64 is the high word: 1 on a little-endian CPU. */
+const HI = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1 ? 1 : 0;
+
 /** The bucket a latency of `us` µs falls in. */
 export function latencyBucket(us: number): number {
   if (!(us >= 1)) return 0; // also NaN: a clock step back is not a latency
-  if (us >= 2 ** OCTAVES) return OVERFLOW;
-  // clz32 of the integer part finds the power of two exactly (Math.log2 may
-  // round just below a power up); dividing by a power of two is exact.
-  const e = 31 - Math.clz32(us >>> 0);
-  const sub = Math.floor((us / 2 ** e - 1) * SUBS);
-  return 1 + e * SUBS + sub;
+  if (us >= TOP_US) return OVERFLOW;
+  f64[0] = us;
+  // hi >>> (20 - SUB_BITS) is (1023 + e) * SUBS + sub; the bucket is 1 + e * SUBS + sub.
+  return (u32[HI] >>> (20 - SUB_BITS)) - 1023 * SUBS + 1;
 }
 
 /** The exclusive upper bound of bucket `b` in µs (Infinity for the last). */

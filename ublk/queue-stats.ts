@@ -38,11 +38,16 @@ export function readQueueStats(s: Float64Array): Record<QueueStatName, number> {
   return Object.fromEntries(QUEUE_STAT_NAMES.map((n, i) => [n, s[i]])) as Record<QueueStatName, number>;
 }
 
-/** The sum of every counter over queues (pollNs: the largest). */
-export function sumQueueStats(queues: Record<QueueStatName, number>[]): Record<QueueStatName, number> {
-  const t = {} as Record<QueueStatName, number>;
-  for (const n of QUEUE_STAT_NAMES) {
-    t[n] = n === 'pollNs' ? Math.max(0, ...queues.map((q) => q[n])) : queues.reduce((s, q) => s + q[n], 0);
+/**
+ * The sum over queues of each counter in `names` (QUEUE_STAT_NAMES, or a
+ * target's per-queue counters such as the AIO ones); pollNs, a setting and
+ * not a count, is the largest. A counter a queue lacks (a daemon of another
+ * version, as `ublk stats` reads it) counts 0.
+ */
+export function sumQueueStats<N extends string>(queues: readonly Partial<Record<N, number>>[], names: readonly N[]): Record<N, number> {
+  const t = {} as Record<N, number>;
+  for (const n of names) {
+    t[n] = n === 'pollNs' ? Math.max(0, ...queues.map((q) => q[n] ?? 0)) : queues.reduce<number>((s, q) => s + (q[n] ?? 0), 0);
   }
   return t;
 }

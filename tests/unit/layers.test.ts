@@ -34,3 +34,23 @@ t.test('koffi is loaded by sys/native.ts alone', async (t) => {
   const loaders = LAYERS.flatMap((l) => sources(join(ROOT, l))).filter((f) => /\(['"]koffi['"]\)|from 'koffi'/.test(readFileSync(f, 'utf8')));
   t.same(loaders.map((f) => relative(ROOT, f)), ['sys/native.ts']);
 });
+
+t.test('ublk list loads none of add\'s modules (a short command starts in its module loading)', async (t) => {
+  const seen = new Set<string>();
+  const walk = (file: string): void => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    // Type-only imports are erased from the JavaScript: they load nothing.
+    for (const m of readFileSync(file, 'utf8').matchAll(/^(?:import|export)\s+(?!type\s)[^;]*?from '(\.[^']+)'/gms)) {
+      walk(resolve(dirname(file), m[1].replace(/\.js$/, '.ts')));
+    }
+  };
+  walk(join(ROOT, 'tools/commands/list.ts'));
+  const loaded = [...seen].map((f) => relative(ROOT, f));
+  t.ok(loaded.includes('tools/config-dir.ts'), 'list reads the saved names');
+  t.same(
+    loaded.filter((f) => ['tools/commands/add.ts', 'tools/saved.ts', 'target/registry.ts', 'target/size.ts'].includes(f)),
+    [],
+    'not add, saved-device checking, the target registry or the size parser',
+  );
+});

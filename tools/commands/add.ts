@@ -9,7 +9,8 @@ import { type DeviceState, idOfName } from '../state.js';
 import { linkPath } from '../dev-links.js';
 import type { DaemonOptions } from '../daemon.js';
 import { formatSize } from '../format.js';
-import { checkName, savedPath, writeSaved } from '../saved.js';
+import { checkName, writeSaved } from '../saved.js';
+import { savedPath } from '../config-dir.js';
 import { CliError, UBLKS_MAX_PATH, isRoot, kernelDeviceIds, requireRoot, ublksMax, withControl } from '../cli-util.js';
 
 export interface AddOptions {

@@ -2,15 +2,15 @@
 import { UblkCommandError, type UblkControl } from '../../ublk/control.js';
 import { isDaemon, processAlive, readState, removeState, stateIds } from '../state.js';
 import { unlinkDevice } from '../dev-links.js';
-import { CliError, isRoot, kernelDeviceIds, requireRootOrOwner, withControl } from '../cli-util.js';
+import { CliError, isRoot, kernelDeviceIds, requireRootOrOwnerOf, userHasNone, withControl } from '../cli-util.js';
 
 export async function del(o: { number?: number; all?: boolean }): Promise<number> {
   if (o.number === undefined && !o.all) throw new CliError('say which device: -n ID, or -a for all');
   // A user deletes the devices they added (their own state directory).
-  requireRootOrOwner(o.all ? true : readState(o.number!)?.unprivileged === true);
+  if (!o.all) requireRootOrOwnerOf(o.number!);
   const known = isRoot() ? kernelDeviceIds() : [];
   const ids = o.all ? [...new Set([...known, ...stateIds()])].sort((a, b) => a - b) : [o.number!];
-  if (ids.length === 0 && !isRoot()) return 0; // root still learns here whether ublk_drv is loaded
+  if (userHasNone(ids)) return 0;
   return withControl(async (ctrl) => {
     for (const id of ids) await deleteDevice(ctrl, id);
     return 0;

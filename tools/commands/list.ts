@@ -2,9 +2,9 @@
 import { UblkCommandError } from '../../ublk/control.js';
 import { isDaemon, processAlive, readState, stateIds } from '../state.js';
 import { UBLK_FEATURE_NAMES } from '../../ublk/uapi.js';
-import { CliError, isRoot, kernelDeviceIds, requireRootOrOwner, withControl } from '../cli-util.js';
+import { CliError, isRoot, kernelDeviceIds, requireRootOrOwnerOf, userHasNone, withControl } from '../cli-util.js';
 import { STATE_NAMES, formatSize, table } from '../format.js';
-import { savedNames } from '../saved.js';
+import { savedNames } from '../config-dir.js';
 
 export interface ListedDevice {
   id: number;
@@ -32,7 +32,7 @@ export function flagNames(flags: number): string[] {
 export async function listDevices(only?: number): Promise<ListedDevice[]> {
   // A user sees the devices they added (their own state directory).
   const ids = only !== undefined ? [only] : isRoot() ? kernelDeviceIds() : stateIds();
-  if (ids.length === 0 && !isRoot()) return []; // root still learns here whether ublk_drv is loaded
+  if (userHasNone(ids)) return [];
   return withControl(async (ctrl) => {
     const out: ListedDevice[] = [];
     for (const id of ids) {
@@ -72,7 +72,7 @@ export async function listDevices(only?: number): Promise<ListedDevice[]> {
 }
 
 export async function list(o: { number?: number; json?: boolean }): Promise<number> {
-  requireRootOrOwner(o.number === undefined || readState(o.number)?.unprivileged === true);
+  if (o.number !== undefined) requireRootOrOwnerOf(o.number);
   const devices = await listDevices(o.number);
   if (o.json) {
     process.stdout.write(JSON.stringify(devices, null, 2) + '\n');

@@ -1,13 +1,14 @@
 /**
  * Saved devices: `ublk save -n ID NAME`, `ublk up NAME… | --all`,
- * `ublk down NAME… | --all` (tools/saved.ts has the files).
+ * `ublk down NAME… | --all` (tools/saved.ts has the files, tools/config-dir.ts their paths).
  */
 import { UblkCommandError } from '../../ublk/control.js';
 import { idOfName, isDaemon, processAlive, readState, writeState } from '../state.js';
 import { CliError, requireRoot, withControl } from '../cli-util.js';
 import { describeError } from '../errors.js';
 import { linkDevice, linkPath } from '../dev-links.js';
-import { checkName, readSaved, savedFromState, savedNames, savedPath, writeSaved } from '../saved.js';
+import { checkName, readSaved, savedFromState, writeSaved } from '../saved.js';
+import { savedNames, savedPath } from '../config-dir.js';
 import { checkFree, startDaemon } from './add.js';
 import { deleteDevice } from './del.js';
 import { existsSync } from 'node:fs';

@@ -2,9 +2,9 @@
 import { connect } from 'node:net';
 import { REAP_PERCENTILES } from '../../aio/stats.js';
 import { LATENCY_OPS, type LatencyHistogram, type LatencyOp, latencyCount, latencyPercentile, mergeLatency } from '../../ublk/latency.js';
-import { QUEUE_STAT_NAMES } from '../../ublk/queue-stats.js';
-import { readState, socketPath } from '../state.js';
-import { CliError, requireRootOrOwner } from '../cli-util.js';
+import { QUEUE_STAT_NAMES, sumQueueStats } from '../../ublk/queue-stats.js';
+import { socketPath } from '../state.js';
+import { CliError, requireRootOrOwnerOf } from '../cli-util.js';
 import { formatLatency, table } from '../format.js';
 import { formatPrometheus } from '../prometheus.js';
 
@@ -55,15 +55,6 @@ export function requestDaemon(id: number, request: object): Promise<Record<strin
   });
 }
 
-/** The sum over queues of every counter (pollNs: the largest, it is a setting, not a count). */
-function totals(queues: QueueStats[], names: readonly string[]): QueueStats {
-  const t: QueueStats = {};
-  for (const name of names) {
-    t[name] = name === 'pollNs' ? Math.max(0, ...queues.map((q) => q[name] ?? 0)) : queues.reduce((s, q) => s + (q[name] ?? 0), 0);
-  }
-  return t;
-}
-
 export function summarizeLatency(h: LatencyHistogram): LatencySummary {
   return {
     count: latencyCount(h),
@@ -84,7 +75,7 @@ export function snapshotFromReply(r: Record<string, unknown>): StatsSnapshot {
       ? null
       : (Object.fromEntries(LATENCY_OPS.map((op) => [op, summarizeLatency(mergeLatency(perQueue.map((q) => q[op])))])) as Record<LatencyOp, LatencySummary>);
   const target = r.target !== null && typeof r.target === 'object' ? (r.target as Record<string, unknown>) : null;
-  return { queues, total: totals(queues, QUEUE_STAT_NAMES), latency, target };
+  return { queues, total: sumQueueStats(queues, QUEUE_STAT_NAMES), latency, target };
 }
 
 async function snapshot(id: number): Promise<StatsSnapshot> {
@@ -132,7 +123,7 @@ export function formatStats(s: StatsSnapshot): string {
   const aio = Array.isArray(s.target?.aio) ? (s.target.aio as (QueueStats | null)[]) : [];
   if (aio.some((q) => q !== null && typeof q === 'object')) {
     const present = aio.filter((q): q is QueueStats => q !== null && typeof q === 'object');
-    const total = totals(present, AIO_ROWS);
+    const total = sumQueueStats(present, AIO_ROWS);
     const aioRows = [['aio', ...aio.map((_, i) => `q${i}`), 'total']];
     for (const n of AIO_ROWS) {
       if (n === 'pollNs' && total.pollNs === 0 && total.pollHits === 0 && total.pollMisses === 0) continue;
@@ -162,8 +153,7 @@ const REDRAW = '\x1b[H\x1b[2J';
 
 export async function stats(o: { number: number; json?: boolean; prometheus?: boolean; watch?: number }): Promise<number> {
   if (o.json && o.prometheus) throw new CliError('--json and --prometheus cannot be used together');
-  requireRootOrOwner(readState(o.number)?.unprivileged === true);
-  if (readState(o.number) === null) throw new CliError(`device ${o.number} is not served by ublk-ts`);
+  if (requireRootOrOwnerOf(o.number) === null) throw new CliError(`device ${o.number} is not served by ublk-ts`);
   const redraw = o.watch !== undefined && process.stdout.isTTY === true;
   for (;;) {
     const s = await snapshot(o.number);
