@@ -80,3 +80,17 @@ t.test('5 JSON: count, sum and percentiles per op next to the counters', async (
   t.same(Object.keys(s.latency), ['read', 'write', 'flush', 'discard']);
   t.equal(snapshotFromReply({ ...REPLY, latency: undefined }).latency, null);
 });
+
+t.test('nbd: one column per connection with its state, bytes and reconnects', async (t) => {
+  const s = snapshotFromReply({
+    ok: true,
+    stats: [queue(1), queue(2)],
+    target: { nbd: [{ state: 'up', sentBytes: 4096, receivedBytes: 8192, reconnects: 0 }, { state: 'reconnecting', sentBytes: 0, receivedBytes: 16, reconnects: 3 }] },
+  });
+  const text = formatStats(s);
+  t.match(text, /nbd\s+q0\s+q1\n/);
+  t.match(text, /state\s+up\s+reconnecting\n/);
+  t.match(text, /sentBytes\s+4096\s+0\n/);
+  t.match(text, /receivedBytes\s+8192\s+16\n/);
+  t.match(text, /reconnects\s+0\s+3\n/);
+});

@@ -104,7 +104,7 @@ const AIO_ROWS = [
 
 const num = (v: unknown): string => (typeof v === 'number' ? String(v) : '-');
 
-/** The text form: the queue table, the latency by op over all queues, then (loop, qcow2: AIO) the AIO table and the completions per reap, then (qcow2) its metadata counters. */
+/** The text form: the queue table, the latency by op over all queues, then (loop, qcow2: AIO) the AIO table and the completions per reap, then (qcow2) its metadata counters, (nbd) each connection. */
 export function formatStats(s: StatsSnapshot): string {
   const names = QUEUE_STAT_NAMES.filter((n) => n !== 'pollNs' || s.total.pollNs > 0);
   const rows = [['', ...s.queues.map((_, i) => `q${i}`), 'total']];
@@ -144,6 +144,13 @@ export function formatStats(s: StatsSnapshot): string {
   const qcow2 = s.target?.qcow2;
   if (qcow2 !== null && typeof qcow2 === 'object') {
     out += '\n' + table([['qcow2', ''], ...Object.entries(qcow2 as Record<string, number>).map(([k, v]) => [k, num(v)])]) + '\n';
+  }
+  // nbd: each queue's connection.
+  const nbd = Array.isArray(s.target?.nbd) ? (s.target.nbd as (Record<string, unknown> | null)[]) : [];
+  if (nbd.length > 0) {
+    const rows = [['nbd', ...nbd.map((_, i) => `q${i}`)]];
+    for (const k of ['state', 'sentBytes', 'receivedBytes', 'reconnects']) rows.push([k, ...nbd.map((c) => (c === null ? '-' : String(c[k] ?? '-')))]);
+    out += '\n' + table(rows) + '\n';
   }
   return out;
 }
