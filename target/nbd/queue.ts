@@ -389,8 +389,11 @@ export class NbdQueue implements TargetQueue {
   onCqe(lo: number, kind: number, res: number): void {
     this.sqes--;
     if (kind === TICK) {
-      this.ticking = false;
-      if (lo === this.gen) this.onTick();
+      // A tick of a connection that ended is no longer `ticking` (lost() said so): a new one may be.
+      if (lo === this.gen) {
+        this.ticking = false;
+        this.onTick();
+      }
       return;
     }
     if (kind === RECONNECT) {

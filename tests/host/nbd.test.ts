@@ -268,6 +268,8 @@ t.test('a server that stops answering: IO fails with EIO after --timeout', async
   const c = await TargetClient.open(nbd, { url: unixUrl(sock), timeout: 2 });
   await c.write(0, Buffer.alloc(MiB, 1));
   server.kill('SIGSTOP');
+  // kill() returns before the signal is taken: wait until the server is stopped (state T).
+  while (!/^\d+ \(.*\) T /.test(readFileSync(`/proc/${server.pid}/stat`, 'utf8'))) await sleep(5);
   const started = Date.now();
   t.equal(await result(c.read(0, 4 * KiB)), EIO);
   const took = Date.now() - started;
