@@ -39,7 +39,10 @@ import {
   NBD_CMD_WRITE,
   NBD_CMD_WRITE_ZEROES,
   NBD_FLAG_READ_ONLY,
+  NBD_FLAG_SEND_FLUSH,
   NBD_FLAG_SEND_FUA,
+  NBD_FLAG_SEND_TRIM,
+  NBD_FLAG_SEND_WRITE_ZEROES,
   NBD_REPLY_FLAG_DONE,
   NBD_REPLY_TYPE_ERROR,
   NBD_REPLY_TYPE_ERROR_OFFSET,
@@ -53,7 +56,6 @@ import {
   NBD_SIMPLE_REPLY_SIZE,
   NBD_STRUCTURED_REPLY_MAGIC,
   NBD_STRUCTURED_REPLY_SIZE,
-  type ExportInfo,
   handshake,
   nbdErrno,
   request,
@@ -124,8 +126,9 @@ export class NbdQueue implements TargetQueue {
   private readonly ctx: QueueContext;
   private readonly data: NbdQueueData;
   private readonly depth: number;
-  private readonly structured: boolean;
   private readonly fua: boolean;
+  /** What this connection's handshake agreed (a reconnect may meet a different server). */
+  private structured = false;
 
   /** Why the connection last failed. */
   lastError = '';
@@ -221,10 +224,9 @@ export class NbdQueue implements TargetQueue {
     this.tagError = new Int32Array(depth);
     this.tagGot = new Float64Array(depth);
     this.sendQ = new Uint16Array(depth);
+    this.fua = (data.flags & NBD_FLAG_SEND_FUA) !== 0;
     try {
-      const info = this.connect();
-      this.structured = info.structured;
-      this.fua = (info.flags & NBD_FLAG_SEND_FUA) !== 0;
+      this.connect();
     } catch (e) {
       this.mem.free();
       throw e;
@@ -232,17 +234,20 @@ export class NbdQueue implements TargetQueue {
     this.armRecv();
   }
 
-  /** A connection that has done the handshake, checked against what `ublk add` found; sets fd. */
-  private connect(): ExportInfo {
+  /** A connection that has done the handshake, checked against what `ublk add` found; sets fd and what it agreed. */
+  private connect(): void {
     const d = this.data;
     const fd = connectStream(d.to, CONNECT_TIMEOUT_MS);
     try {
       const info = handshake(fd, d.exportName, d.uri, true);
       if (info.size !== d.size) throw new Error(`${d.uri}: the export is ${info.size} bytes now, not ${d.size}`);
       if (!d.readOnly && info.flags & NBD_FLAG_READ_ONLY) throw new Error(`${d.uri}: the export is read-only now`);
+      // The device promised the kernel what the first server did (a write cache, FUA, discard): the same server must keep it.
+      const gone = d.flags & ~info.flags & (NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM | NBD_FLAG_SEND_WRITE_ZEROES);
+      if (!d.readOnly && gone) throw new Error(`${d.uri}: the export no longer takes the commands it took (flags 0x${gone.toString(16)})`);
       setTimeouts(fd, 0); // from here on io_uring waits, and the ticks bound it
       this.fd = fd;
-      return info;
+      this.structured = info.structured;
     } catch (e) {
       native.close(fd);
       throw e;
@@ -281,8 +286,6 @@ export class NbdQueue implements TargetQueue {
     this.tagCmd[tag] = cmd;
     this.tagOffset[tag] = offset;
     this.tagLength[tag] = length;
-    this.tagError[tag] = 0;
-    this.tagGot[tag] = 0;
     // The header: magic (set once), flags, type, cookie (the tag), offset, length; big-endian.
     const v = this.view;
     const h = this.hdrAt + tag * 32;
@@ -321,6 +324,9 @@ export class NbdQueue implements TargetQueue {
       this.sendHead = (this.sendHead + 1) % this.depth;
       this.sendLen--;
       this.tagState[tag] = SENT;
+      // What a reply said so far counts per sending: a reconnect sends again from nothing.
+      this.tagError[tag] = 0;
+      this.tagGot[tag] = 0;
       putU64(u32, iov, base + this.hdrAt + tag * 32);
       putU64(u32, iov + 2, NBD_REQUEST_SIZE);
       iov += 4;

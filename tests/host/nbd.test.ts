@@ -311,3 +311,18 @@ t.test('--reconnect: IO waits while the server is away and completes once it is 
   await c.close();
   await stop(server);
 });
+
+t.test('--reconnect: a read cut in the middle of its reply is read again whole, even when the new connection replies the other way', async (t) => {
+  // The server cuts the first large read after its chunk header and half its data, then agrees on
+  // simple replies where the first connection had structured ones.
+  const port = await badServer('cut');
+  const c = await TargetClient.open(nbd, { url: `nbd://127.0.0.1:${port}/`, reconnect: true });
+  const data = randomBytes(64 * KiB);
+  await c.write(MiB, data);
+  const r = await c.read(MiB, 64 * KiB);
+  t.ok(r.equals(data), 'the read got its data, none of it twice');
+  t.ok((await c.read(0, MiB)).equals(Buffer.alloc(MiB)), 'and reads go on over simple replies');
+  const s = c.device.stats?.(c.statsBuffers()) as { nbd: { state: string; reconnects: number }[] };
+  t.match(s.nbd, [{ state: 'up', reconnects: 1 }], 'one reconnect');
+  await c.close();
+});
