@@ -201,6 +201,19 @@ export function fioErrors(r: Result): number[] {
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * What `p` resolves to, or null once `ms` have passed. The timer ends with
+ * `p`: a pending one would hold the test's process open until it fires.
+ */
+export async function within<T>(p: Promise<T>, ms: number): Promise<T | null> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<null>((r) => (timer = setTimeout(() => r(null), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** The state file of device `id`, as the daemon wrote it. */
 export function deviceState(id: number): { pid: number; [k: string]: unknown } | null {
   try {

@@ -6,7 +6,7 @@
 import t from 'tap';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { addDevice, background, deviceState, fioErrors, processAlive, scratchDir, sh, sleep, snapshot, ublk, waitFor } from '../lib/ublk.js';
+import { addDevice, background, deviceState, fioErrors, processAlive, scratchDir, sh, sleep, snapshot, ublk, waitFor, within } from '../lib/ublk.js';
 
 t.teardown(() => ublk('del', '-a'));
 
@@ -41,7 +41,7 @@ t.test('kill -9 without --recoverable: fio gets errors, the device is DEAD, del 
   t.ok(await waitFor(() => completedIos(dev.id) > start + 100, HANG_MS), 'fio is doing IO');
   process.kill(dev.pid, 'SIGKILL');
   const killedAt = fio.elapsed();
-  const ended = await Promise.race([fio.done.then(() => true), sleep(HANG_MS).then(() => false)]);
+  const ended = (await within(fio.done, HANG_MS)) !== null;
   t.ok(ended, `fio ended ${fio.elapsed() - killedAt} ms after the kill`);
   if (!ended) process.kill(fio.pid, 'SIGKILL');
   const r = await fio.done;

@@ -2,7 +2,7 @@
 // hangs, nothing is left. The bound is a hang bound for a loaded machine, not
 // a speed target; how long del takes is measured by make bench-ublk.
 import t from 'tap';
-import { addDevice, background, cleanup, fioErrors, sleep, snapshot, ublk, ublkFds } from '../lib/ublk.js';
+import { addDevice, background, cleanup, fioErrors, sleep, snapshot, ublk, ublkFds, within } from '../lib/ublk.js';
 
 t.teardown(cleanup);
 
@@ -22,10 +22,10 @@ t.test('del under fio load, 10 times: exits 0, fio sees errors, nothing is left'
     await sleep(1500);
     const start = Date.now();
     const del = background(process.execPath, [new URL('../../../bin/ublk', import.meta.url).pathname, 'del', '-n', String(dev.id)]);
-    const done = await Promise.race([del.done, sleep(HANG_MS).then(() => null)]);
+    const done = await within(del.done, HANG_MS);
     t.ok(done !== null, `round ${i}: del returned (${Date.now() - start} ms)`);
     t.equal(done?.code, 0, `round ${i}: del exits 0 ${done?.stderr ?? ''}`);
-    const ended = await Promise.race([fio.done, sleep(HANG_MS).then(() => null)]);
+    const ended = await within(fio.done, HANG_MS);
     if (ended === null) process.kill(fio.pid, 'SIGKILL');
     t.ok(ended !== null && fioErrors(ended).some((e) => e !== 0), `round ${i}: fio ended with errors (${ended ? fioErrors(ended) : 'it hung'})`);
   }

@@ -4,7 +4,7 @@
 import t from 'tap';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { addDevice, background, cleanup, copyTree, fio, processAlive, scratchDir, sh, sleep, snapshot, treeSums, ublk, waitFor } from '../lib/ublk.js';
+import { addDevice, background, cleanup, copyTree, fio, processAlive, scratchDir, sh, sleep, snapshot, treeSums, ublk, waitFor, within } from '../lib/ublk.js';
 
 t.teardown(cleanup);
 
@@ -120,8 +120,8 @@ t.test('kill -9 of the daemon under writes: qemu-img check finds no corruption, 
   t.ok(await waitFor(() => syncedSoFar() >= 20, 300_000), 'blocks are being synced');
   process.kill(dev.pid, 'SIGKILL');
   t.ok(await waitFor(() => !processAlive(dev.pid), 30_000), 'the daemon is gone');
-  await Promise.race([writer.done, sleep(120_000)]);
-  await Promise.race([load.done, sleep(120_000)]);
+  await within(writer.done, 120_000);
+  await within(load.done, 120_000);
   sh(`kill -9 ${writer.pid} ${load.pid} 2>/dev/null`);
   t.equal(del(dev.id), 0, 'ublk del removes the dead device');
   const synced = readFileSync(log, 'utf8').trim().split('\n').map(Number);

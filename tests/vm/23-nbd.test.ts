@@ -5,7 +5,7 @@
 import t from 'tap';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, addDevice, background, type Background, cleanup, copyTree, fio, fioErrors, scratchDir, sh, sleep, snapshot, treeSums, ublk, waitFor } from '../lib/ublk.js';
+import { ROOT, addDevice, background, type Background, cleanup, copyTree, fio, fioErrors, scratchDir, sh, sleep, snapshot, treeSums, ublk, waitFor, within } from '../lib/ublk.js';
 
 t.teardown(cleanup);
 
@@ -34,7 +34,7 @@ async function serve(cmd: string, args: string[], sock: string): Promise<Backgro
   const s = background(cmd, args);
   servers.add(s);
   void s.done.then(() => servers.delete(s));
-  if (!(await waitFor(() => existsSync(sock), 30_000))) throw new Error(`${cmd} did not start: ${(await Promise.race([s.done, sleep(1000)])) ?? ''}`);
+  if (!(await waitFor(() => existsSync(sock), 30_000))) throw new Error(`${cmd} did not start: ${(await within(s.done, 1000))?.stderr ?? ''}`);
   return s;
 }
 
@@ -126,7 +126,7 @@ t.test('the server killed under fio: fio sees errors at once, ublk del works, no
   await sleep(3000);
   await kill(server);
   const killed = Date.now();
-  const r = await Promise.race([load.done, sleep(60_000).then(() => null)]);
+  const r = await within(load.done, 60_000);
   t.ok(r !== null, `fio ended ${Date.now() - killed} ms after the server died`);
   t.ok(r !== null && Date.now() - killed < 10_000, 'within the 10 s timeout (a closed connection fails IO at once)');
   t.ok(r !== null && fioErrors(r).includes(EIO), `fio saw EIO (${r === null ? '' : fioErrors(r).join(', ')})`);
@@ -148,7 +148,7 @@ t.test('--reconnect: the server killed and restarted under fio verify; fio finis
   await kill(server);
   await sleep(3000);
   server = await start();
-  const r = await Promise.race([run.done, sleep(600_000).then(() => null)]);
+  const r = await within(run.done, 600_000);
   t.ok(r !== null, 'fio finished');
   t.same(r === null ? null : fioErrors(r), [0, 0], 'fio verify crc32c passes across the restart');
   const stats = JSON.parse(ublk('stats', '-n', String(dev.id), '--json').stdout) as { target: { nbd: { state: string; reconnects: number }[] } };
