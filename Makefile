@@ -41,10 +41,12 @@ bench-aio: build
 	bench/aio/run
 
 # ublksrv, the C reference server, is built once on the host (the VM sees its
-# root read-only); when that fails the bench says why and runs without it.
+# root read-only), and nbd-client installed there (bench/ublk/setup); when
+# either fails the bench says why and runs without its lines.
 # Single-threaded TCG: the bench's per-IO guest time assumes one host thread.
 bench-ublk: build
-	@ublksrv=$$(bench/ublksrv/build) || ublksrv=''; \
+	@bench/ublk/setup || true; \
+	ublksrv=$$(bench/ublksrv/build) || ublksrv=''; \
 	UBLK_UBLKSRV=$$ublksrv UBLK_VM_TCG_THREAD=$${UBLK_VM_TCG_THREAD:-single} tests/vm/ublk-env run --disk 3072 --timeout 5400 -- bench/ublk/run
 
 clean:
