@@ -20,6 +20,16 @@
  * raw one) through the ublk-ts qcow2 target and through qemu-nbd with the
  * kernel's nbd client, and are compared with ublk-ts loop on the raw image.
  *
+ * The NBD lines (issue 17) read one nbdkit memory export (the size of the
+ * image, started once for the run and written in full first) through the
+ * ublk-ts nbd target and through the kernel's nbd client (nbd-client, from
+ * bench/ublk/setup), one connection per queue for both, and are compared
+ * with each other; two summary lines before the last two:
+ *   ublk-ts nbd / kernel nbd 4k randread QD32 IOPS ratio: <x.xx>
+ *   ublk-ts nbd / kernel nbd 128k seq read QD8 MB/s ratio: <x.xx>
+ * Without nbdkit (or fio's nbd engine) both lines are left out, without
+ * nbd-client the kernel one, and the run says why.
+ *
  * ublksrv comes from $UBLK_UBLKSRV (the directory bench/ublksrv/build
  * printed); without it its lines are left out and the run says why.
  *
@@ -45,6 +55,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { REAP_PERCENTILES } from '../../aio/stats.js';
+import { type NbdServer, connectKernelNbd, disconnectKernelNbd, fioNbdMissing, missingTool, prefill, startNbdkit, stopNbdkit } from './nbd.js';
 import { measureStopTimes, type StopTimes } from './stop-times.js';
 import { addUblksrv, delUblksrv, diskIos, findUblksrv } from './ublksrv.js';
 
@@ -113,6 +124,8 @@ interface Device {
   path: string;
   /** a qemu-nbd connection to take down */
   nbd?: string;
+  /** a kernel nbd client connection (nbd-client) to take down */
+  knbd?: string;
   /** a ublk-ts device */
   id?: number;
   /** a ublksrv device */
@@ -144,6 +157,16 @@ const notQcow2Workload = (w: Workload): boolean => !QCOW2_WORKLOADS.has(w.key);
 /** The fully allocated qcow2 image beside the raw one, made when a qcow2 line runs. */
 const qcow2Image = join(dirname(image), 'bench.qcow2');
 const NBD_DEV = '/dev/nbd0';
+/** The workloads of the NBD comparison (issue 17); the 2-job one has two connections a side (multi-conn). */
+const NBD_WORKLOADS = new Set(['randread-4k-qd32', 'read-128k-qd8', 'randread-4k-qd32-2jobs']);
+const notNbdWorkload = (w: Workload): boolean => !NBD_WORKLOADS.has(w.key);
+/** The kernel nbd client's device: not qemu-nbd's, so a line left connected by one cannot block the other. */
+const KNBD_DEV = '/dev/nbd1';
+/** The nbdkit memory export both NBD lines read, live from before the first line to cleanup(). */
+let nbdServer: NbdServer | null = null;
+const nbdSocket = join(dirname(image), 'nbd.sock');
+/** Why the NBD lines, or the kernel one, are missing (for the report), or ''. */
+let nbdMissing = '';
 
 let loopDev = '';
 let loopName = '';
@@ -188,9 +211,14 @@ const VARIANTS: Variant[] = [
   // qcow2: the same data through the ublk-ts qcow2 target and through qemu-nbd + the kernel nbd client.
   { key: 'qcow2', label: 'ublk-ts qcow2', aio: true, ublk: (w) => ['-t', 'qcow2', '-f', qcow2Image, ...qd(w)], skip: notQcow2Workload },
   { key: 'qemu-nbd', label: 'qemu-nbd + kernel nbd, qcow2', skip: notQcow2Workload },
+  // NBD: one nbdkit memory export through the ublk-ts nbd target and through the kernel's nbd client.
+  { key: 'ublk-nbd', label: 'ublk-ts nbd', ublk: (w) => ['-t', 'nbd', '--url', nbdServer!.url, ...qd(w)], skip: notNbdWorkload },
+  { key: 'knbd', label: 'kernel nbd (nbd-client)', skip: notNbdWorkload },
 ];
+/** ublk-ts queues, ublksrv queues and kernel nbd connections of a workload: one per fio job. */
+const queues = (w: Workload): number => (w.jobs > 1 ? 2 : 1);
 function qd(w: Workload): string[] {
-  return ['-q', String(w.jobs > 1 ? 2 : 1), '-d', String(depth)];
+  return ['-q', String(queues(w)), '-d', String(depth)];
 }
 /** The line a variant is compared with in the "vs ublksrv" column. */
 const ublksrvPeer = (v: Variant): string => (v.key === 'ublk-null' || v.key === 'nullblk' || v.key === 'ublksrv-null' ? 'ublksrv-null' : 'ublksrv-loop');
@@ -229,7 +257,16 @@ function ublk(args: string[], cli = UBLK): string {
 const live = new Map<number, string>();
 let ublksrvLive = false;
 let nbdLive = false;
+let knbdLive = false;
 function cleanup(): void {
+  if (knbdLive) {
+    try {
+      disconnectKernelNbd(KNBD_DEV);
+    } catch {
+      /* best effort */
+    }
+    knbdLive = false;
+  }
   if (nbdLive) {
     try {
       sh('qemu-nbd', ['--disconnect', NBD_DEV]);
@@ -254,6 +291,10 @@ function cleanup(): void {
     }
   }
   live.clear();
+  if (nbdServer !== null) {
+    stopNbdkit(nbdServer);
+    nbdServer = null;
+  }
   if (loopDev !== '') {
     try {
       sh('losetup', ['-d', loopDev]);
@@ -400,6 +441,9 @@ interface Line {
   /** ublk-ts qcow2 only: against ublk-ts loop aio on the raw image, and against qemu-nbd on the same qcow2 image */
   vsLoop?: number;
   vsNbd?: number;
+  /** ublk-ts nbd only: against the kernel nbd client on the same export, median of the rounds */
+  vsKnbd?: number;
+  vsKnbdRuns?: number[];
   /** guest CPU busy over the run, % of all CPUs */
   cpuBusyPct: number;
   /**
@@ -424,6 +468,11 @@ function setUp(v: Variant, w: Workload): Device {
     return { path: NBD_DEV, nbd: NBD_DEV, pid };
   }
   if (v.key === 'kloop') return { path: loopDev };
+  if (v.key === 'knbd') {
+    knbdLive = true;
+    connectKernelNbd(nbdServer!, KNBD_DEV, queues(w));
+    return { path: KNBD_DEV, knbd: KNBD_DEV };
+  }
   if (v.key === 'nullblk') return { path: nullDev };
   if (v.ublksrv !== undefined) {
     const d = addUblksrv(UBLKSRV, UBLKSRV_ID, v.ublksrv, [...qd(w), ...(v.ublksrv === 'loop' ? ['-f', image] : [])]);
@@ -446,6 +495,10 @@ function disconnectNbd(dev: string, pid: number | undefined): void {
 
 function tearDown(d: Device): void {
   if (d.nbd !== undefined) disconnectNbd(d.nbd, d.pid);
+  if (d.knbd !== undefined) {
+    disconnectKernelNbd(d.knbd);
+    knbdLive = false;
+  }
   if (d.ublksrvId !== undefined) {
     delUblksrv(UBLKSRV, d.ublksrvId);
     ublksrvLive = false;
@@ -585,6 +638,16 @@ if (variants.some((v) => v.key === 'nullblk')) {
   }
 }
 
+/** Variants this run leaves out although they were asked for, and why (for the report). */
+const leftOut: string[] = [];
+/** Leaves variants out of this run, saying why. */
+function dropVariants(keys: string[], reason: string): void {
+  say(`${reason}: the ${keys.join(' and ')} lines are left out`);
+  const asked = keys.filter((k) => variants.some((v) => v.key === k));
+  if (asked.length > 0) leftOut.push(`${asked.join(' and ')} (${reason})`);
+  for (const k of asked) variants.splice(variants.findIndex((v) => v.key === k), 1);
+}
+
 /** Makes the qcow2 image (every cluster allocated and written), or drops the qcow2 lines and says why. */
 function prepareQcow2(): void {
   const why = ['qemu-img', 'qemu-nbd'].find((tool) => {
@@ -595,20 +658,39 @@ function prepareQcow2(): void {
       return true;
     }
   });
-  const drop = (keys: string[], reason: string) => {
-    say(`${reason}: the ${keys.join(' and ')} lines are left out`);
-    for (const k of keys) if (variants.some((v) => v.key === k)) variants.splice(variants.findIndex((v) => v.key === k), 1);
-  };
-  if (why !== undefined) return drop(['qcow2', 'qemu-nbd'], `no ${why} (qemu-utils)`);
+  if (why !== undefined) return dropVariants(['qcow2', 'qemu-nbd'], `no ${why} (qemu-utils)`);
   say(`writing the fully allocated 1 GiB qcow2 image ${qcow2Image}`);
   sh('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'preallocation=full', qcow2Image, `${statSync(image).size}`]);
   // qemu-img leaves 1 GiB dirty in the page cache: an O_DIRECT read would first wait for its range's writeback.
   sh('sync', [qcow2Image]);
-  if (!existsSync(NBD_DEV)) drop(['qemu-nbd'], `no ${NBD_DEV} (the nbd module)`);
+  if (!existsSync(NBD_DEV)) dropVariants(['qemu-nbd'], `no ${NBD_DEV} (the nbd module)`);
   // qemu-nbd --connect binds its socket in /run/lock, which a fresh /run (the VM's tmpfs) lacks.
   mkdirSync('/run/lock', { recursive: true });
 }
 if (variants.some((v) => v.key === 'qcow2' || v.key === 'qemu-nbd')) prepareQcow2();
+
+/** Starts the nbdkit memory export and writes it in full, or drops the NBD lines it cannot serve and says why. */
+function prepareNbd(): void {
+  const none = missingTool('nbdkit', 'tests/vm/setup installs it') || fioNbdMissing();
+  if (none !== '') {
+    nbdMissing = none;
+    return dropVariants(['ublk-nbd', 'knbd'], none);
+  }
+  const noKernel = missingTool('nbd-client', 'bench/ublk/setup installs it') || (existsSync(KNBD_DEV) ? '' : `no ${KNBD_DEV} (the nbd module)`);
+  if (noKernel !== '' && variants.some((v) => v.key === 'knbd')) {
+    nbdMissing = noKernel;
+    dropVariants(['knbd'], noKernel);
+    if (!variants.some((v) => v.key === 'ublk-nbd')) return;
+  }
+  const size = statSync(image).size;
+  nbdServer = startNbdkit(nbdSocket, size);
+  say(`writing the ${(size / 2 ** 30).toFixed(2)} GiB nbdkit memory export in full (fio's nbd engine)`);
+  const t = Date.now();
+  prefill(nbdServer, size);
+  const avail = Number(/^MemAvailable:\s+(\d+)/m.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0);
+  say(`export written in ${((Date.now() - t) / 1000).toFixed(0)} s; ${(avail / 1024).toFixed(0)} MiB of memory still available`);
+}
+if (variants.some((v) => v.key === 'ublk-nbd' || v.key === 'knbd')) prepareNbd();
 
 say(`image ${image} (${(statSync(image).size / 2 ** 30).toFixed(2)} GiB on ${backing}), kernel ${kernel}, ${seconds} s per line after ${ramp} s ramp`);
 say(`${workloads.length} workloads x ${variants.length} variants`);
@@ -665,6 +747,11 @@ for (const w of workloads) {
       if (loopRuns !== undefined) l.vsLoop = median(runs.map((r, i) => rate(r) / rate(loopRuns[i])));
       if (nbdRuns !== undefined) l.vsNbd = median(runs.map((r, i) => rate(r) / rate(nbdRuns[i])));
     }
+    const knbdRuns = byVariant.get('knbd');
+    if (v.key === 'ublk-nbd' && knbdRuns !== undefined) {
+      l.vsKnbdRuns = runs.map((r, i) => rate(r) / rate(knbdRuns[i]));
+      l.vsKnbd = median(l.vsKnbdRuns);
+    }
     lines.push(l);
   }
 }
@@ -693,6 +780,7 @@ out.push(
     ? `ublksrv ${UBLKSRV}: same queues and depth, scheduler none like ublk-ts; vs ublksrv: against ublksrv null for the null lines, else ublksrv loop`
     : `no ublksrv lines: ${ublksrvMissing}`,
 );
+if (leftOut.length > 0) out.push(`left out: ${leftOut.join('; ')}`);
 if (BASELINE !== '') {
   let commit = '';
   try {
@@ -727,6 +815,13 @@ if (qcow2Lines.length > 0) {
     const f = (x: number | undefined) => (x === undefined ? '-' : x.toFixed(2));
     out.push(`  ${pad(wName(l.workload).label, 38)}${lpad(f(l.vsLoop), 9)}${lpad(f(l.vsNbd), 13)}`);
   }
+}
+const nbdLines = lines.filter((l) => l.vsKnbd !== undefined);
+if (nbdLines.length > 0) {
+  out.push('');
+  out.push(`ublk-ts nbd against the kernel nbd client (nbd-client over netlink, scheduler none, its queue depth 128), both on one`);
+  out.push('nbdkit memory export written in full, one connection per queue, same rounds (median of the rounds\' ratios)');
+  for (const l of nbdLines) out.push(`  ${pad(wName(l.workload).label, 40)}${lpad(l.vsKnbd!.toFixed(2), 6)}${l.vsKnbdRuns!.length > 1 ? `  (${fmtRuns(l.vsKnbdRuns!, 2)})` : ''}`);
 }
 const nullLines = lines.filter((l) => l.vsNullBlk !== undefined);
 if (nullLines.length > 0) {
@@ -810,5 +905,10 @@ say(`wrote ${values.out}`);
 const main = lines.find((l) => l.workload === HEADLINE && l.variant === 'ublk-aio');
 const summary = (ratio: number | null | undefined, runs: number[] | undefined, missing: string): string =>
   ratio == null ? `n/a${missing === '' ? '' : ` (${missing})`}` : `${ratio.toFixed(2)}${runs && runs.length > 1 ? ` (median of ${runs.length} rounds: ${fmtRuns(runs, 2)})` : ''}`;
+const nbdLine = (key: string): Line | undefined => lines.find((l) => l.workload === key && l.variant === 'ublk-nbd');
+const nbd4k = nbdLine(HEADLINE);
+const nbd128k = nbdLine('read-128k-qd8');
+process.stdout.write(`ublk-ts nbd / kernel nbd 4k randread QD32 IOPS ratio: ${summary(nbd4k?.vsKnbd, nbd4k?.vsKnbdRuns, nbdMissing)}\n`);
+process.stdout.write(`ublk-ts nbd / kernel nbd 128k seq read QD8 MB/s ratio: ${summary(nbd128k?.vsKnbd, nbd128k?.vsKnbdRuns, nbdMissing)}\n`);
 process.stdout.write(`ublk-ts loop (aio) / ublksrv loop 4k randread QD32 IOPS ratio: ${summary(main?.vsUblksrv, main?.vsUblksrvRuns, ublksrvMissing)}\n`);
 process.stdout.write(`ublk-ts loop (aio) / kernel loop 4k randread QD32 IOPS ratio: ${summary(main?.ratio, main?.ratioRuns, '')}\n`);
