@@ -12,8 +12,10 @@
  * structured chunks when the server offered them) are parsed out of a
  * staging buffer, so one RECV brings many small replies; a large read
  * payload that has not arrived yet is received straight into its tag
- * buffer instead. A reply's data is copied with memcpy: nothing is
- * allocated per request.
+ * buffer instead. While a large read waits for its reply, the staging
+ * RECV takes no more than a reply's header, so that its payload is not
+ * received into staging and copied again. A reply's data is copied with
+ * memcpy: nothing is allocated per request.
  *
  * When the connection fails (the server closed it, a send or receive
  * failed, or no reply came for `timeoutMs` while requests waited), the
@@ -112,6 +114,8 @@ const P_SKIP = 3; // payload nobody needs (an error message, an unknown chunk)
 const STAGING = 64 * 1024;
 /** A payload at least this long that has not arrived is received into its tag buffer directly. */
 const DIRECT_MIN = 16 * 1024;
+/** The most a reply's header takes before its payload: a structured data chunk's header and offset (20 + 8). */
+const HEADER_PEEK = 28;
 /** Requests per SENDMSG: two iovecs each (header, write data). */
 const MAX_BATCH = UIO_MAXIOV / 2;
 const TICK_MS = 1000;
@@ -151,6 +155,8 @@ export class NbdQueue implements TargetQueue {
   private idleMs = 0;
   /** Requests sent or queued, not yet answered. */
   private outstanding = 0;
+  /** Reads of DIRECT_MIN bytes or more sent and not answered: the staging RECV then takes only a header. */
+  private bigReads = 0;
 
   // Native memory: per-tag request headers, the SENDMSG's iovecs and msghdr, timespecs, the staging buffer.
   private readonly mem: NativeMemory;
@@ -324,6 +330,7 @@ export class NbdQueue implements TargetQueue {
       this.sendHead = (this.sendHead + 1) % this.depth;
       this.sendLen--;
       this.tagState[tag] = SENT;
+      if (this.isBigRead(tag)) this.bigReads++;
       // What a reply said so far counts per sending: a reconnect sends again from nothing.
       this.tagError[tag] = 0;
       this.tagGot[tag] = 0;
@@ -372,7 +379,9 @@ export class NbdQueue implements TargetQueue {
         this.end -= this.start;
         this.start = 0;
       }
-      prepRecv(ring, sqe, this.fd, this.stagingAt + this.end, STAGING - this.end, 0);
+      // Without MSG_WAITALL: it ends with whatever has arrived, a header cut short included.
+      const room = this.bigReads > 0 && (this.pState === P_HEADER || this.pState === P_META) ? Math.min(HEADER_PEEK, STAGING - this.end) : STAGING - this.end;
+      prepRecv(ring, sqe, this.fd, this.stagingAt + this.end, room, 0);
     }
     sqeSetData(ring, sqe, this.gen, RECV_HI);
     this.sqes++;
@@ -601,7 +610,12 @@ export class NbdQueue implements TargetQueue {
     this.finish(tag, res);
   }
 
+  private isBigRead(tag: number): boolean {
+    return this.tagCmd[tag] === NBD_CMD_READ && this.tagLength[tag] >= DIRECT_MIN;
+  }
+
   private finish(tag: number, res: number): void {
+    if (this.tagState[tag] === SENT && this.isBigRead(tag)) this.bigReads--;
     this.tagState[tag] = IDLE;
     this.outstanding--;
     this.ctx.complete(tag, res);
@@ -639,6 +653,7 @@ export class NbdQueue implements TargetQueue {
     this.stats[NS.state] = CONN_RECONNECTING;
     // Everything not answered is sent again, on the new connection.
     this.sendHead = this.sendLen = 0;
+    this.bigReads = 0;
     for (let tag = 0; tag < this.depth; tag++) if (this.tagState[tag] !== IDLE) this.enqueue(tag);
     this.reconnectMs = RECONNECT_FIRST_MS;
     this.armReconnect();
