@@ -26,6 +26,8 @@ export const SO_SNDTIMEO = 21;
 export const IPPROTO_TCP = 6;
 export const TCP_NODELAY = 1;
 export const SHUT_RDWR = 2;
+const EINTR = 4;
+const EISCONN = 106;
 
 /** struct sockaddr_un (include/uapi/linux/un.h): sa_family_t, then a 108-byte path. */
 export const struct_sockaddr_un = { SIZE: 110, sun_family: 0, sun_path: 2 } as const;
@@ -106,7 +108,13 @@ export function connectStream(to: StreamAddress, timeoutMs: number): number {
   const fd = check(native.socket(domain, SOCK_STREAM | SOCK_CLOEXEC, 0), 'socket');
   try {
     setTimeouts(fd, timeoutMs);
-    const r = native.connect(fd, addr, len);
+    let r = native.connect(fd, addr, len);
+    // A signal: a blocking connect with a timeout is not restarted (signal(7)); calling it again
+    // waits for the same attempt, which may have ended meanwhile (EISCONN).
+    while (r === -EINTR) {
+      r = native.connect(fd, addr, len);
+      if (r === -EISCONN) r = 0;
+    }
     // A blocking connect that ran out of SO_SNDTIMEO says EINPROGRESS.
     if (r === -115 /* EINPROGRESS */) throw new SysError('connect', 110 /* ETIMEDOUT */, addressText(to));
     check(r, 'connect', addressText(to));
@@ -136,6 +144,7 @@ export function sendAll(fd: number, data: Uint8Array): void {
   let done = 0;
   while (done < data.byteLength) {
     const r = native.sendto(fd, data.subarray(done), data.byteLength - done, MSG_NOSIGNAL, null, 0);
+    if (r === -EINTR) continue; // a signal: with a timeout set, the call is not restarted for us
     if (r === -11 /* EAGAIN: SO_SNDTIMEO ran out */) throw new SysError('send', 110 /* ETIMEDOUT */);
     done += check(r, 'send');
   }
@@ -146,6 +155,7 @@ export function recvAll(fd: number, buf: Uint8Array): number {
   let done = 0;
   while (done < buf.byteLength) {
     const r = native.recv(fd, buf.subarray(done), buf.byteLength - done, MSG_WAITALL);
+    if (r === -EINTR) continue; // a signal: with a timeout set, the call is not restarted for us
     if (r === -11 /* EAGAIN: SO_RCVTIMEO ran out */) throw new SysError('recv', 110 /* ETIMEDOUT */);
     if (check(r, 'recv') === 0) break;
     done += r;

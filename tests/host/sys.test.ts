@@ -1,12 +1,16 @@
 // The native layer against the real kernel: errors, files, memory, eventfd.
 import t from 'tap';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SysError } from '../../sys/error.js';
 import { EventFd } from '../../sys/eventfd.js';
 import * as file from '../../sys/file.js';
 import { NativeMemory } from '../../sys/memory.js';
+import { connectStream, recvAll } from '../../sys/socket.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 const dir = mkdtempSync(join(tmpdir(), 'ublk-sys-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -105,4 +109,25 @@ t.test('sched_setaffinity pins the calling thread only', async (t) => {
   t.equal(m.r, 0);
   t.equal(m.mine, '0', 'the worker thread runs on CPU 0 only');
   t.equal(allowed(), before, `the main thread keeps its CPUs (${before})`);
+});
+
+t.test('a blocking receive that a signal interrupts goes on (a socket with a timeout is not restarted)', async (t) => {
+  const path = join(dir, 'slow.sock');
+  const server = spawn(process.execPath, ['-e', "require('net').createServer((s) => setTimeout(() => s.end('ping'), 1000)).listen(process.argv[1])", path]);
+  t.teardown(() => server.kill());
+  while (!existsSync(path)) await sleep(10);
+  let signals = 0;
+  const onSignal = () => signals++;
+  process.on('SIGUSR2', onSignal); // a handler, so the signal interrupts instead of killing
+  const fd = connectStream({ path }, 5000);
+  t.teardown(() => file.close(fd));
+  const killer = spawn('sh', ['-c', `sleep 0.1; kill -USR2 ${process.pid}`]);
+  const buf = Buffer.alloc(4);
+  t.equal(recvAll(fd, buf), 4); // blocks this thread through the signal
+  const killerDone = () => !existsSync(`/proc/${killer.pid}`) || readFileSync(`/proc/${killer.pid}/stat`, 'utf8').includes(') Z ');
+  t.ok(killerDone(), 'the signal came while the receive waited');
+  t.equal(buf.toString(), 'ping');
+  await once(killer, 'exit');
+  while (signals === 0) await sleep(10);
+  process.off('SIGUSR2', onSignal);
 });
