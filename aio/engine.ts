@@ -20,10 +20,8 @@ import { Plug } from './plug.js';
 import { AioRing, readRingHeader, ringUsable } from './ring.js';
 import { AdaptivePoller } from '../sys/poller.js';
 import { AioStats, Counter } from './stats.js';
+import { EAGAIN, EINTR, EIO } from '../sys/errno.js';
 
-const EINTR = 4;
-const EIO = 5;
-const EAGAIN = 11;
 
 /** Largest single IO: io_event.res is read as an i32. */
 export const AIO_MAX_IO_BYTES = 0x7fffffff;

@@ -1,5 +1,6 @@
 import * as native from './native.js';
 import { check } from './error.js';
+import { EAGAIN } from './errno.js';
 
 export const EFD_NONBLOCK = 0o4000;
 export const EFD_CLOEXEC = 0o2000000;
@@ -21,7 +22,7 @@ export class EventFd {
   /** The counter's value (0 if it was zero and the fd is non-blocking), reset to 0. */
   drain(): number {
     const r = native.read(this.fd, this.word, 8);
-    if (r === -11 /* EAGAIN */) return 0;
+    if (r === -EAGAIN) return 0;
     check(r, 'read');
     return Number(this.word[0]);
   }

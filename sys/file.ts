@@ -1,6 +1,7 @@
 import { constants, fstatSync } from 'node:fs';
 import * as native from './native.js';
 import { SysError, check } from './error.js';
+import { EACCES, EAGAIN } from './errno.js';
 
 /** open(2) flags, from Node's table so they match the platform. */
 export const O_RDONLY = constants.O_RDONLY;
@@ -65,7 +66,7 @@ export function ftruncate(fd: number, length: number): void {
 /** flock(2); returns false when LOCK_NB was given and another holder has the lock. */
 export function flock(fd: number, operation: number, path?: string): boolean {
   const r = native.flock(fd, operation);
-  if (r === -11 /* EWOULDBLOCK */) return false;
+  if (r === -EAGAIN /* EWOULDBLOCK */) return false;
   check(r, 'flock', path);
   return true;
 }
@@ -97,7 +98,7 @@ function flockOfByte(offset: number, type: number): Buffer {
  */
 export function ofdLockByte(fd: number, offset: number, type: number, path?: string): boolean | null {
   const r = native.fcntl_ptr(fd, F_OFD_SETLK, flockOfByte(offset, type));
-  if (r === -11 /* EAGAIN */ || r === -13 /* EACCES */) return false;
+  if (r === -EAGAIN || r === -EACCES) return false;
   if (noOfdLocks(r)) return null;
   check(r, 'fcntl', path);
   return true;

@@ -7,6 +7,7 @@
  */
 import * as native from './native.js';
 import { SysError, check } from './error.js';
+import { EAGAIN, EINPROGRESS, EINTR, EISCONN, ETIMEDOUT } from './errno.js';
 
 /** include/linux/socket.h, include/linux/net.h (x86_64). */
 export const AF_UNIX = 1;
@@ -26,8 +27,6 @@ export const SO_SNDTIMEO = 21;
 export const IPPROTO_TCP = 6;
 export const TCP_NODELAY = 1;
 export const SHUT_RDWR = 2;
-const EINTR = 4;
-const EISCONN = 106;
 
 /** struct sockaddr_un (include/uapi/linux/un.h): sa_family_t, then a 108-byte path. */
 export const struct_sockaddr_un = { SIZE: 110, sun_family: 0, sun_path: 2 } as const;
@@ -116,7 +115,7 @@ export function connectStream(to: StreamAddress, timeoutMs: number): number {
       if (r === -EISCONN) r = 0;
     }
     // A blocking connect that ran out of SO_SNDTIMEO says EINPROGRESS.
-    if (r === -115 /* EINPROGRESS */) throw new SysError('connect', 110 /* ETIMEDOUT */, addressText(to));
+    if (r === -EINPROGRESS) throw new SysError('connect', ETIMEDOUT, addressText(to));
     check(r, 'connect', addressText(to));
     if (!('path' in to)) check(native.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, new Int32Array([1]), 4), 'setsockopt');
     return fd;
@@ -145,7 +144,7 @@ export function sendAll(fd: number, data: Uint8Array): void {
   while (done < data.byteLength) {
     const r = native.sendto(fd, data.subarray(done), data.byteLength - done, MSG_NOSIGNAL, null, 0);
     if (r === -EINTR) continue; // a signal: with a timeout set, the call is not restarted for us
-    if (r === -11 /* EAGAIN: SO_SNDTIMEO ran out */) throw new SysError('send', 110 /* ETIMEDOUT */);
+    if (r === -EAGAIN) throw new SysError('send', ETIMEDOUT); // SO_SNDTIMEO ran out
     done += check(r, 'send');
   }
 }
@@ -156,7 +155,7 @@ export function recvAll(fd: number, buf: Uint8Array): number {
   while (done < buf.byteLength) {
     const r = native.recv(fd, buf.subarray(done), buf.byteLength - done, MSG_WAITALL);
     if (r === -EINTR) continue; // a signal: with a timeout set, the call is not restarted for us
-    if (r === -11 /* EAGAIN: SO_RCVTIMEO ran out */) throw new SysError('recv', 110 /* ETIMEDOUT */);
+    if (r === -EAGAIN) throw new SysError('recv', ETIMEDOUT); // SO_RCVTIMEO ran out
     if (check(r, 'recv') === 0) break;
     done += r;
   }
@@ -187,6 +186,6 @@ export function sendToUnix(fd: number, data: Uint8Array, path: string): void {
 /** One datagram into `buf` without waiting: its length, or -1 when none is queued. */
 export function recvNow(fd: number, buf: Uint8Array): number {
   const r = native.recv(fd, buf, buf.byteLength, MSG_DONTWAIT);
-  if (r === -11 /* EAGAIN */) return -1;
+  if (r === -EAGAIN) return -1;
   return check(r, 'recv');
 }

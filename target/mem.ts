@@ -7,13 +7,13 @@
 import { parseSize } from './size.js';
 import { type Target, TargetError } from './target.js';
 import { UBLK_IO_OP_DISCARD, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE, UBLK_IO_OP_WRITE_ZEROES } from '../sys/ublk/io.js';
+import { EOPNOTSUPP } from '../sys/errno.js';
 
 export interface MemOptions {
   /** Bytes, or a size string such as '256M'. */
   size: number | string;
 }
 
-const EOPNOTSUPP = 95;
 
 const mem: Target<MemOptions> = {
   name: 'mem',

@@ -34,6 +34,7 @@ import type { QueueContext, Target, TargetQueue } from '../target/target.js';
 import { LAT_DISCARD, LAT_FLUSH, LAT_NONE, LAT_READ, LAT_WRITE, recordLatency } from './latency.js';
 import { QS } from './queue-stats.js';
 import * as U from './uapi.js';
+import { EAGAIN, EBUSY, EINTR, EIO } from '../sys/errno.js';
 
 // Low words of USER_DATA_INTERNAL CQEs.
 const KICK = 0; // the daemon's stop eventfd
@@ -44,10 +45,6 @@ const FETCHING = 0; // a fetch or commit-and-fetch is with the kernel
 const IN_TARGET = 1; // the target owns the request
 const ABORTED = 2; // the kernel answered UBLK_IO_RES_ABORT: the queue is going away
 
-const EINTR = 4;
-const EIO = 5;
-const EAGAIN = 11;
-const EBUSY = 16;
 
 /**
  * io_uring_enter answers EAGAIN or EBUSY when it wants completions reaped

@@ -14,8 +14,8 @@ import {
   IORING_SQ_TASKRUN,
 } from './constants.js';
 import { io_cqring_offsets as CQO, io_sqring_offsets as SQO, io_uring_params as P, io_uring_sqe } from './layout.js';
+import { EINTR } from '../errno.js';
 
-const EINTR = 4;
 
 export interface IoUringOptions {
   /** IORING_SETUP_* flags; SQE128 and CQE32 select the big entries. */

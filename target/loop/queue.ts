@@ -21,9 +21,8 @@ import {
 } from '../../sys/ublk/io.js';
 import { USER_DATA_TARGET, userDataHi } from '../../sys/uring/user-data.js';
 import type { QueueContext, TargetQueue } from '../target.js';
+import { EBADF, EOPNOTSUPP } from '../../sys/errno.js';
 
-const EOPNOTSUPP = 95;
-const EBADF = 9;
 
 /** What every queue gets from the daemon's open() (see index.ts). */
 export interface LoopQueueData {

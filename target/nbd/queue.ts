@@ -62,10 +62,8 @@ import {
   nbdErrno,
   request,
 } from './protocol.js';
+import { EBADF, EIO, EOPNOTSUPP } from '../../sys/errno.js';
 
-const EIO = 5;
-const EBADF = 9;
-const EOPNOTSUPP = 95;
 
 /** What every queue gets from the daemon's open() (see index.ts). */
 export interface NbdQueueData {

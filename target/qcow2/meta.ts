@@ -21,6 +21,7 @@ import * as file from '../../sys/file.js';
 import * as native from '../../sys/native.js';
 import { compressedClusters, compressedExtent, entryHi, entryLo, entryOffset, getRefcount, L2_COMPRESSED, L2_COPIED, L2_ZERO, maxRefcount, setRefcount, type Qcow2Header, INCOMPAT_DIRTY, COMPAT_LAZY_REFCOUNTS } from './format.js';
 import { type LayerData, mapValue } from './layer.js';
+import { ENOSPC } from '../../sys/errno.js';
 
 /** ctl[] words (Int32, Atomics). */
 export const enum Ctl {
@@ -68,7 +69,6 @@ const PENDING_CAP = 1 << 16;
 /** The file grows ahead of allocation by this much, so data writes seldom extend it. */
 const GROW_BYTES = 8 << 20;
 
-const ENOSPC = 28;
 
 /** Everything a thread needs to share the writable image: plain numbers and SharedArrayBuffers. */
 export interface MetaData {

@@ -32,10 +32,8 @@ import type { QueueContext, TargetQueue } from '../target.js';
 import { L2_COMPRESSED, L2_COPIED, L2_ZERO, entryOffset } from './format.js';
 import { EXT_DATA, EXT_ZERO, type Extent, type LayerData, newExtent, readCompressed, readGuest, resolve } from './layer.js';
 import { Ctl, Meta, type MetaData, Num } from './meta.js';
+import { EBADF, EIO, EOPNOTSUPP } from '../../sys/errno.js';
 
-const EIO = 5;
-const EBADF = 9;
-const EOPNOTSUPP = 95;
 
 /** What every queue gets from open() (index.ts). */
 export interface Qcow2QueueData {
