@@ -55,7 +55,8 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { REAP_PERCENTILES } from '../../aio/stats.js';
-import { type NbdServer, connectKernelNbd, disconnectKernelNbd, fioNbdMissing, missingTool, prefill, startNbdkit, stopNbdkit } from './nbd.js';
+import { hasTool, missingTool, run, sleepSync } from './exec.js';
+import { type NbdServer, connectKernelNbd, disconnectKernelNbd, fioNbdMissing, prefill, startNbdkit, stopNbdkit } from './nbd.js';
 import { measureStopTimes, type StopTimes } from './stop-times.js';
 import { addUblksrv, delUblksrv, diskIos, findUblksrv } from './ublksrv.js';
 
@@ -245,12 +246,7 @@ function sh(cmd: string, args: string[]): string {
 }
 
 function ublk(args: string[], cli = UBLK): string {
-  try {
-    return execFileSync(process.execPath, [cli, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (e) {
-    const err = e as { stderr?: string; message: string };
-    throw new Error(`ublk ${args.join(' ')}: ${(err.stderr ?? '').trim() || err.message}`);
-  }
+  return run(process.execPath, [cli, ...args], `ublk ${args.join(' ')}`);
 }
 
 /** ublk-ts devices alive now, and the CLI that deletes each. */
@@ -490,7 +486,7 @@ function setUp(v: Variant, w: Workload): Device {
 function disconnectNbd(dev: string, pid: number | undefined): void {
   sh('qemu-nbd', ['--disconnect', dev]);
   nbdLive = false;
-  for (let i = 0; i < 600 && pid !== undefined && existsSync(`/proc/${pid}`); i++) execFileSync('sleep', ['0.1']);
+  for (let i = 0; i < 600 && pid !== undefined && existsSync(`/proc/${pid}`); i++) sleepSync(0.1);
 }
 
 function tearDown(d: Device): void {
@@ -588,13 +584,7 @@ function runLine(v: Variant, w: Workload): Line {
 
 // ---- the run -------------------------------------------------------------------------
 
-for (const tool of ['fio', 'losetup']) {
-  try {
-    sh('which', [tool]);
-  } catch {
-    throw new Error(`${tool} is not installed`);
-  }
-}
+for (const tool of ['fio', 'losetup']) if (!hasTool(tool)) throw new Error(`${tool} is not installed`);
 if (!existsSync('/dev/ublk-control')) throw new Error('no /dev/ublk-control: run this where ublk_drv is loaded (tests/vm/ublk-env)');
 const kernel = sh('uname', ['-r']).trim();
 const backing = sh('findmnt', ['-n', '-o', 'SOURCE,FSTYPE', '--target', image]).trim();
@@ -650,14 +640,7 @@ function dropVariants(keys: string[], reason: string): void {
 
 /** Makes the qcow2 image (every cluster allocated and written), or drops the qcow2 lines and says why. */
 function prepareQcow2(): void {
-  const why = ['qemu-img', 'qemu-nbd'].find((tool) => {
-    try {
-      sh('which', [tool]);
-      return false;
-    } catch {
-      return true;
-    }
-  });
+  const why = ['qemu-img', 'qemu-nbd'].find((tool) => !hasTool(tool));
   if (why !== undefined) return dropVariants(['qcow2', 'qemu-nbd'], `no ${why} (qemu-utils)`);
   say(`writing the fully allocated 1 GiB qcow2 image ${qcow2Image}`);
   sh('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', 'preallocation=full', qcow2Image, `${statSync(image).size}`]);

@@ -4,30 +4,10 @@
  * kernel's own nbd client, which Debian's nbd-client (bench/ublk/setup
  * installs it) connects over netlink and then leaves to the kernel.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
-
-/** Why a tool is missing ('' when it is there). */
-export function missingTool(tool: string, why: string): string {
-  try {
-    execFileSync('which', [tool], { stdio: 'ignore' });
-    return '';
-  } catch {
-    return `no ${tool} (${why})`;
-  }
-}
-
-function run(cmd: string, args: string[]): string {
-  try {
-    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (e) {
-    const err = e as { stderr?: string; message: string };
-    throw new Error(`${cmd} ${args.join(' ')}: ${(err.stderr ?? '').trim() || err.message}`);
-  }
-}
-
-const sleep = (s: number): void => void execFileSync('sleep', [String(s)]);
+import { run, sleepSync } from './exec.js';
 
 export interface NbdServer {
   /** nbd+unix:///?socket=PATH (the default export) */
@@ -47,7 +27,7 @@ export function startNbdkit(socket: string, size: number): NbdServer {
   rmSync(pidFile, { force: true });
   rmSync(socket, { force: true });
   const child = spawn('nbdkit', ['-U', socket, '-P', pidFile, '-f', '--exit-with-parent', 'memory', String(size)], { stdio: ['ignore', 'ignore', 'inherit'] });
-  for (let i = 0; i < 100 && !existsSync(pidFile); i++) sleep(0.1);
+  for (let i = 0; i < 100 && !existsSync(pidFile); i++) sleepSync(0.1);
   if (!existsSync(pidFile)) {
     child.kill('SIGKILL');
     throw new Error(`nbdkit did not listen on ${socket} within 10 s`);
@@ -58,7 +38,7 @@ export function startNbdkit(socket: string, size: number): NbdServer {
 /** Stops nbdkit and waits (5 s at most) until it has exited and its memory is free. */
 export function stopNbdkit(s: NbdServer): void {
   s.child.kill('SIGTERM');
-  for (let i = 0; i < 50 && running(s.pid); i++) sleep(0.1);
+  for (let i = 0; i < 50 && running(s.pid); i++) sleepSync(0.1);
 }
 
 /** Neither gone nor a zombie (this process is blocked in sync calls and reaps nobody until it returns). */
@@ -95,7 +75,7 @@ export function fioNbdMissing(): string {
 export function connectKernelNbd(s: NbdServer, dev: string, connections: number): void {
   run('nbd-client', ['-unix', s.socket, dev, '-connections', String(connections)]);
   const sys = `/sys/block/${basename(dev)}`;
-  for (let i = 0; i < 100 && Number(readFileSync(`${sys}/size`, 'utf8')) === 0; i++) sleep(0.1);
+  for (let i = 0; i < 100 && Number(readFileSync(`${sys}/size`, 'utf8')) === 0; i++) sleepSync(0.1);
   if (Number(readFileSync(`${sys}/size`, 'utf8')) === 0) throw new Error(`${dev}: nbd-client returned, but the disk has no size after 10 s`);
   writeFileSync(`${sys}/queue/scheduler`, 'none');
 }
@@ -104,5 +84,5 @@ export function connectKernelNbd(s: NbdServer, dev: string, connections: number)
 export function disconnectKernelNbd(dev: string): void {
   run('nbd-client', ['-d', dev]);
   const size = `/sys/block/${basename(dev)}/size`;
-  for (let i = 0; i < 100 && Number(readFileSync(size, 'utf8')) !== 0; i++) sleep(0.1);
+  for (let i = 0; i < 100 && Number(readFileSync(size, 'utf8')) !== 0; i++) sleepSync(0.1);
 }
