@@ -10,8 +10,9 @@ export class EventFd {
   readonly fd: number;
   private readonly word = new BigUint64Array(1);
 
-  constructor(flags = EFD_NONBLOCK) {
-    this.fd = check(native.eventfd(0, flags | EFD_CLOEXEC), 'eventfd');
+  /** @param fd an eventfd someone else made (and closes), instead of a new one */
+  constructor(flags = EFD_NONBLOCK, fd?: number) {
+    this.fd = fd ?? check(native.eventfd(0, flags | EFD_CLOEXEC), 'eventfd');
   }
 
   signal(n = 1): void {

@@ -210,6 +210,19 @@ export function io_uring_register(fd: number, opcode: number, arg: Ptr, nrArgs: 
   return res(syscall_register(SYS_io_uring_register, fd, opcode, arg, nrArgs));
 }
 
+/** A shared library's functions, each declared by its C prototype. */
+export interface Library {
+  func(prototype: string): (...args: unknown[]) => unknown;
+}
+
+/**
+ * dlopen()s a library for a binding in this folder that needs it only when
+ * used (librbd: sys/rbd.ts); throws when the library is not installed.
+ */
+export function loadLibrary(soname: string): Library {
+  return koffi.load(soname) as unknown as Library;
+}
+
 /**
  * Calls `onReadable` whenever `fd` polls readable, on this thread's event
  * loop (a libuv poll handle inside koffi). Returns a function that stops it.

@@ -13,6 +13,7 @@ export const BUILTIN_TARGETS: Readonly<Record<string, string>> = {
   loop: new URL('./loop/index.js', import.meta.url).href,
   qcow2: new URL('./qcow2/index.js', import.meta.url).href,
   nbd: new URL('./nbd/index.js', import.meta.url).href,
+  rbd: new URL('./rbd/index.js', import.meta.url).href,
 };
 
 /** A built-in name ('loop'), a module path or a file: URL → the module URL to import. */
