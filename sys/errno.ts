@@ -4,4 +4,4 @@
  */
 import { constants } from 'node:os';
 
-export const { EINTR, EIO, EBADF, EAGAIN, EBUSY, ENOSPC, EOPNOTSUPP, EISCONN, EINPROGRESS, ETIMEDOUT, EACCES, ENOENT, EPERM } = constants.errno;
+export const { EINTR, EIO, EBADF, EAGAIN, EBUSY, ENOSPC, EOPNOTSUPP, EISCONN, EINPROGRESS, ETIMEDOUT, EACCES, ENOENT, EPERM, EROFS } = constants.errno;

@@ -20,12 +20,16 @@ function program(run: (name: string, action: () => Promise<number>) => void): Co
 
   p.command('add')
     .description('create a device and start the daemon that serves it; returns once it is live')
-    .addOption(new Option('-t, --type <target>', 'target: loop, qcow2, nbd, null, mem, or the path of a target module').makeOptionMandatory())
+    .addOption(new Option('-t, --type <target>', 'target: loop, qcow2, nbd, rbd, null, mem, or the path of a target module').makeOptionMandatory())
     .option('-f, --file <file>', 'backing file or block device (loop), image (qcow2)')
     .option('-s, --size <size>', 'device size, e.g. 512, 4K, 256M, 1G (null, mem)')
     .option('--url <uri>', 'NBD server: nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH (nbd)')
-    .option('--timeout <seconds>', 'fail IO with EIO when the NBD server has not answered for SECONDS (nbd; 0: wait for ever)', intArg('timeout', 0, 3600))
+    .option('--timeout <seconds>', 'fail IO with EIO when the NBD server (nbd; 0: wait for ever) or a Ceph OSD (rbd) has not answered for SECONDS; default 30', intArg('timeout', 0, 3600))
     .option('--reconnect', 'when the NBD connection fails, hold IO and reconnect instead of failing it (nbd)')
+    .option('--image <pool/image>', 'Ceph RBD image (rbd)')
+    .option('--conf <file>', 'Ceph configuration (rbd; default /etc/ceph/ceph.conf)')
+    .option('--id <name>', "Ceph client id, without 'client.' (rbd; default admin)")
+    .option('--keyring <file>', 'Ceph keyring (rbd; default: the configuration says)')
     .option('-q, --queues <n>', 'hardware queues, one worker thread each', intArg('queues', 1, UBLK_MAX_NR_QUEUES), 1)
     .option('-d, --depth <n>', 'queue depth (tags per queue)', intArg('depth', 1, UBLK_MAX_QUEUE_DEPTH), 128)
     .option('-n, --number <id>', 'device id (default: the first free one)', intArg('device id', 0, MAX_DEV_ID), -1)
@@ -40,7 +44,7 @@ function program(run: (name: string, action: () => Promise<number>) => void): Co
     .option('--foreground', 'serve from this process; SIGINT/SIGTERM stop and delete the device')
     .option('--json', 'print the device as JSON')
     .option('--save <name>', 'also save the options as NAME: `ublk up NAME` starts the device again, /dev/disk/by-ublk/NAME names it')
-    .addHelpText('after', '\nExamples:\n  ublk add -t loop -f disk.img -q 2\n  ublk add -t qcow2 -f vm.qcow2 -q 2\n  ublk add -t nbd --url nbd://localhost/disk -q 2\n  ublk add -t null -s 1G --json')
+    .addHelpText('after', '\nExamples:\n  ublk add -t loop -f disk.img -q 2\n  ublk add -t qcow2 -f vm.qcow2 -q 2\n  ublk add -t nbd --url nbd://localhost/disk -q 2\n  ublk add -t rbd --image rbd/disk1 -q 2\n  ublk add -t null -s 1G --json')
     .action((o) => run('add', async () => (await import('./commands/add.js')).add(o)));
 
   p.command('list')

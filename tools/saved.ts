@@ -33,6 +33,7 @@ const int =
   (v) =>
     Number.isInteger(v) && (v as number) >= min && (v as number) <= max ? null : `must be an integer between ${min} and ${max}`;
 const bool: Check = (v) => (typeof v === 'boolean' ? null : 'must be true or false');
+const absolute: Check = (v) => (typeof v === 'string' && isAbsolute(v) ? null : 'must be an absolute path');
 const text: Check = (v) => (typeof v === 'string' && v.length > 0 ? null : 'must be a non-empty string');
 const size: Check = (v) => {
   if (typeof v !== 'string' && typeof v !== 'number') return 'must be a size such as 4K or 1G';
@@ -47,11 +48,15 @@ const size: Check = (v) => {
 /** Every field a saved device may have, and how it is checked; `type` is required. */
 const FIELDS: Record<keyof SavedDevice, Check> = {
   type: text,
-  file: (v) => (typeof v === 'string' && isAbsolute(v) ? null : 'must be an absolute path'),
+  file: absolute,
   size,
   url: text,
   timeout: int(0, 3600),
   reconnect: bool,
+  image: text,
+  conf: absolute,
+  id: text,
+  keyring: absolute,
   queues: int(1, UBLK_MAX_NR_QUEUES),
   depth: int(1, UBLK_MAX_QUEUE_DEPTH),
   number: int(-1, MAX_DEV_ID),
@@ -129,6 +134,10 @@ export function savedFromState(s: DeviceState): SavedDevice {
     url: typeof t.url === 'string' ? t.url : undefined,
     timeout: typeof t.timeout === 'number' ? t.timeout : undefined,
     reconnect: t.reconnect === true ? true : undefined,
+    image: typeof t.image === 'string' ? t.image : undefined,
+    conf: typeof t.conf === 'string' ? t.conf : undefined,
+    id: typeof t.id === 'string' ? t.id : undefined,
+    keyring: typeof t.keyring === 'string' ? t.keyring : undefined,
     engine: typeof t.engine === 'string' ? t.engine : undefined,
     readOnly: t.readOnly === true ? true : undefined,
     raw: t.raw === true ? true : undefined,

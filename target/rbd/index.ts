@@ -7,7 +7,7 @@
  * filesystem. The queues share that image handle (queue.ts).
  */
 import { EventFd } from '../../sys/eventfd.js';
-import { EACCES, ENOENT, EPERM, ETIMEDOUT } from '../../sys/errno.js';
+import { EACCES, ENOENT, EPERM, EROFS, ETIMEDOUT } from '../../sys/errno.js';
 import { strerror } from '../../sys/native.js';
 import * as rbd from '../../sys/rbd.js';
 import { type Target, type TargetDevice, TargetError } from '../target.js';
@@ -62,7 +62,8 @@ const target: Target<RbdOptions> = {
       const lock = !readOnly && (features & rbd.RBD_FEATURE_EXCLUSIVE_LOCK) !== 0;
       if (lock) {
         const r = rbd.rbdLockAcquire(image, rbd.RBD_LOCK_MODE_EXCLUSIVE);
-        if (r < 0) throw new TargetError(`${spec.text}: the image is locked by another client (${strerror(-r)})`);
+        // EROFS: the owner would not hand the lock over; anything else is why we could not ask.
+        if (r < 0) throw new TargetError(`${spec.text}: the image is locked by another client${r === -EROFS ? '' : ` (${strerror(-r)})`}`);
       }
       opened.events = new EventFd();
       check(rbd.rbdSetImageNotification(image, opened.events.fd, rbd.EVENT_TYPE_EVENTFD), `${spec.text}: rbd_set_image_notification`);

@@ -1,6 +1,7 @@
 /** `ublk add`: start a daemon serving a new device; return once it is live. */
 import { spawn } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
+import { resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { parseSize } from '../../target/size.js';
@@ -21,6 +22,11 @@ export interface AddOptions {
   url?: string;
   timeout?: number;
   reconnect?: boolean;
+  /** Ceph RBD image POOL/IMAGE, configuration, client id and keyring (rbd). */
+  image?: string;
+  conf?: string;
+  id?: string;
+  keyring?: string;
   queues: number;
   depth: number;
   number: number;
@@ -54,6 +60,11 @@ export function daemonOptions(o: AddOptions): DaemonOptions {
   if (o.url !== undefined) targetOptions.url = o.url;
   if (o.timeout !== undefined) targetOptions.timeout = o.timeout;
   if (o.reconnect) targetOptions.reconnect = true;
+  if (o.image !== undefined) targetOptions.image = o.image;
+  // The daemon and `ublk up` may run elsewhere than here: absolute paths.
+  if (o.conf !== undefined) targetOptions.conf = resolve(o.conf);
+  if (o.id !== undefined) targetOptions.id = o.id;
+  if (o.keyring !== undefined) targetOptions.keyring = resolve(o.keyring);
   if (o.engine !== undefined) targetOptions.engine = o.engine;
   if (o.readOnly) targetOptions.readOnly = true;
   if (o.raw) targetOptions.raw = true;

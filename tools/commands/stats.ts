@@ -104,7 +104,7 @@ const AIO_ROWS = [
 
 const num = (v: unknown): string => (typeof v === 'number' ? String(v) : '-');
 
-/** The text form: the queue table, the latency by op over all queues, then (loop, qcow2: AIO) the AIO table and the completions per reap, then (qcow2) its metadata counters, (nbd) each connection. */
+/** The text form: the queue table, the latency by op over all queues, then (loop, qcow2: AIO) the AIO table and the completions per reap, then (qcow2) its metadata counters, (nbd) each connection, (rbd) each queue's librbd requests. */
 export function formatStats(s: StatsSnapshot): string {
   const names = QUEUE_STAT_NAMES.filter((n) => n !== 'pollNs' || s.total.pollNs > 0);
   const rows = [['', ...s.queues.map((_, i) => `q${i}`), 'total']];
@@ -145,14 +145,19 @@ export function formatStats(s: StatsSnapshot): string {
   if (qcow2 !== null && typeof qcow2 === 'object') {
     out += '\n' + table([['qcow2', ''], ...Object.entries(qcow2 as Record<string, number>).map(([k, v]) => [k, num(v)])]) + '\n';
   }
-  // nbd: each queue's connection.
-  const nbd = Array.isArray(s.target?.nbd) ? (s.target.nbd as (Record<string, unknown> | null)[]) : [];
-  if (nbd.length > 0) {
-    const rows = [['nbd', ...nbd.map((_, i) => `q${i}`)]];
-    for (const k of ['state', 'sentBytes', 'receivedBytes', 'reconnects']) rows.push([k, ...nbd.map((c) => (c === null ? '-' : String(c[k] ?? '-')))]);
-    out += '\n' + table(rows) + '\n';
-  }
+  // nbd: each queue's connection; rbd: each queue's requests to librbd.
+  out += perQueueTable(s.target?.nbd, 'nbd', ['state', 'sentBytes', 'receivedBytes', 'reconnects']);
+  out += perQueueTable(s.target?.rbd, 'rbd', ['ios', 'errors', 'avgLatencyUs', 'maxLatencyUs']);
   return out;
+}
+
+/** A target's per-queue counters (one object per queue, null where none) as a table with a column per queue. */
+function perQueueTable(v: unknown, name: string, keys: string[]): string {
+  const queues = Array.isArray(v) ? (v as (Record<string, unknown> | null)[]) : [];
+  if (queues.length === 0) return '';
+  const rows = [[name, ...queues.map((_, i) => `q${i}`)]];
+  for (const k of keys) rows.push([k, ...queues.map((c) => (c === null ? '-' : String(c[k] ?? '-')))]);
+  return '\n' + table(rows) + '\n';
 }
 
 /** Clear screen, cursor home: each --watch print replaces the last on a terminal. */
