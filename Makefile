@@ -17,7 +17,7 @@ $(BUILD): $(DEPS) $(SOURCES)
 	npx tsc -p .
 	@touch $@
 
-.PHONY: build test test-host test-vm demo bench bench-aio bench-ublk clean
+.PHONY: build test test-host test-vm demo bench bench-aio bench-ublk bench-ceph clean
 
 build: $(BUILD)
 
@@ -48,6 +48,12 @@ bench-ublk: build
 	@bench/ublk/setup || true; \
 	ublksrv=$$(bench/ublksrv/build) || ublksrv=''; \
 	UBLK_UBLKSRV=$$ublksrv UBLK_VM_TCG_THREAD=$${UBLK_VM_TCG_THREAD:-single} tests/vm/ublk-env run --disk 3072 --timeout 5400 -- bench/ublk/run
+
+# The rbd target against the kernel rbd client on one image of a cluster
+# started in the VM (tests/ceph/cluster); Ceph is installed by tests/host-setup.
+bench-ceph: build
+	@tests/host-setup
+	tests/vm/ublk-env run --disk 3072 --timeout 3600 -- bench/ceph/run
 
 clean:
 	rm -rf dist .tap

@@ -1,0 +1,167 @@
+/**
+ * bench-ceph (issue 18): the ublk-ts rbd target against the kernel's rbd
+ * client (`rbd map`) on the same image of one single-node cluster
+ * (tests/ceph/cluster, started by bench/ceph/run), in one run. The image is
+ * written in full first (through the kernel client: a read of an object
+ * never written is answered without touching the OSD's store), then every
+ * workload runs both clients back to back, --rounds times; a client is
+ * attached for its line only (the image is mapped, or the ublk-ts device
+ * added, then removed), so neither holds the image's exclusive lock while
+ * the other runs. Both get 2 hardware queues (krbd has one per CPU) and the
+ * scheduler none. Prints the table and last:
+ *   ublk-ts rbd / kernel rbd 4k randread QD32 IOPS ratio: <x.xx>
+ *
+ *   node dist/bench/ceph/main.js --conf CONF [--seconds 15] [--ramp 3] [--rounds 2] [--size-mib 512]
+ */
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { run } from '../ublk/exec.js';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const UBLK = join(root, 'bin/ublk');
+const IMAGE = 'rbd/bench';
+const QUEUES = 2;
+
+const { values } = parseArgs({
+  options: {
+    conf: { type: 'string' },
+    seconds: { type: 'string', default: '15' },
+    ramp: { type: 'string', default: '3' },
+    rounds: { type: 'string', default: '2' },
+    'size-mib': { type: 'string', default: '512' },
+  },
+});
+if (values.conf === undefined) throw new Error('--conf CONF is required (the cluster bench/ceph/run started)');
+const conf = values.conf;
+const seconds = Number(values.seconds);
+const ramp = Number(values.ramp);
+const rounds = Number(values.rounds);
+const sizeMiB = Number(values['size-mib']);
+const say = (s: string): void => void process.stderr.write(`bench-ceph: ${s}\n`);
+
+interface Workload {
+  key: string;
+  label: string;
+  rw: 'randread' | 'randwrite' | 'read';
+  bs: string;
+  qd: number;
+  /** MB/s instead of IOPS */
+  bandwidth?: boolean;
+}
+const HEADLINE = 'randread-4k-qd32';
+const workloads: Workload[] = [
+  { key: HEADLINE, label: '4k randread QD32', rw: 'randread', bs: '4k', qd: 32 },
+  { key: 'randread-4k-qd1', label: '4k randread QD1', rw: 'randread', bs: '4k', qd: 1 },
+  { key: 'randwrite-4k-qd32', label: '4k randwrite QD32', rw: 'randwrite', bs: '4k', qd: 32 },
+  { key: 'read-128k-qd8', label: '128k seq read QD8', rw: 'read', bs: '128k', qd: 8, bandwidth: true },
+];
+
+interface Client {
+  key: 'krbd' | 'ublk';
+  label: string;
+  /** attaches the image; the block device */
+  attach(): string;
+  detach(dev: string): void;
+}
+
+const rbd = (...args: string[]): string => run('rbd', ['-c', conf, ...args]).trim();
+const scheduler = (dev: string): void => writeFileSync(`/sys/block/${basename(dev)}/queue/scheduler`, 'none');
+
+const clients: Client[] = [
+  {
+    key: 'krbd',
+    label: 'kernel rbd (rbd map)',
+    attach() {
+      // noudev: the VM runs no udev, which `rbd map` would otherwise wait for.
+      const dev = rbd('device', 'map', '-o', 'noudev', IMAGE);
+      scheduler(dev);
+      return dev;
+    },
+    detach: (dev) => void rbd('device', 'unmap', '-o', 'noudev', dev),
+  },
+  {
+    key: 'ublk',
+    label: `ublk-ts rbd (${QUEUES} queues)`,
+    attach() {
+      const out = run(process.execPath, [UBLK, 'add', '-t', 'rbd', '--image', IMAGE, '--conf', conf, '-q', String(QUEUES), '--json']);
+      const dev = (JSON.parse(out) as { blockDevice: string }).blockDevice;
+      scheduler(dev);
+      return dev;
+    },
+    detach(dev) {
+      run(process.execPath, [UBLK, 'del', '-n', dev.replace('/dev/ublkb', '')]);
+    },
+  },
+];
+
+/** One fio line: IOPS, or MB/s for bandwidth workloads. */
+function fio(dev: string, w: Workload): number {
+  const out = execFileSync(
+    'fio',
+    [
+      `--name=${w.key}`, `--filename=${dev}`, `--rw=${w.rw}`, `--bs=${w.bs}`, `--iodepth=${w.qd}`, '--ioengine=libaio', '--direct=1',
+      '--time_based=1', `--runtime=${seconds}`, `--ramp_time=${ramp}`, '--norandommap=1', '--randrepeat=0', '--output-format=json',
+    ],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
+  const dir = w.rw === 'randwrite' ? job.write : job.read;
+  if (job.error !== 0 || dir.io_bytes === 0) throw new Error(`fio ${w.key} on ${dev}: error ${job.error}, ${dir.io_bytes} bytes`);
+  return w.bandwidth === true ? dir.bw_bytes / 1e6 : dir.iops;
+}
+
+function line(c: Client, w: Workload): number {
+  const dev = c.attach();
+  try {
+    return fio(dev, w);
+  } finally {
+    c.detach(dev);
+  }
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+const started = Date.now();
+rbd('create', '--size', `${sizeMiB}M`, IMAGE);
+say(`writing the ${sizeMiB} MiB image through the kernel client`);
+{
+  const dev = clients[0].attach();
+  run('fio', ['--name=prefill', `--filename=${dev}`, '--rw=write', '--bs=1M', '--iodepth=8', '--ioengine=libaio', '--direct=1', '--output-format=json']);
+  clients[0].detach(dev);
+}
+
+const rates = new Map<string, number[]>();
+const ratios = new Map<string, number[]>();
+for (const w of workloads) {
+  for (let r = 0; r < rounds; r++) {
+    const got: Record<string, number> = {};
+    for (const c of clients) {
+      got[c.key] = line(c, w);
+      rates.set(`${w.key}/${c.key}`, [...(rates.get(`${w.key}/${c.key}`) ?? []), got[c.key]]);
+      say(`${w.label}, ${c.label}, round ${r + 1}: ${got[c.key].toFixed(0)} ${w.bandwidth === true ? 'MB/s' : 'IOPS'}`);
+    }
+    ratios.set(w.key, [...(ratios.get(w.key) ?? []), got.ublk / got.krbd]);
+  }
+}
+
+const pad = (s: string, n: number): string => s.padEnd(n);
+const lpad = (s: string, n: number): string => s.padStart(n);
+const out: string[] = [];
+out.push(`rbd image ${IMAGE}, ${sizeMiB} MiB, one monitor and one BlueStore OSD on this machine; fio libaio O_DIRECT, ${seconds} s + ${ramp} s ramp, median of ${rounds} rounds`);
+out.push(`${pad('workload', 22)}${pad('client', 26)}${lpad('rate', 10)}   ratio to kernel rbd (each round)`);
+for (const w of workloads) {
+  for (const c of clients) {
+    const xs = rates.get(`${w.key}/${c.key}`)!;
+    const ratio = c.key === 'ublk' ? `${median(ratios.get(w.key)!).toFixed(2)} (${ratios.get(w.key)!.map((x) => x.toFixed(2)).join(', ')})` : '';
+    out.push(`${pad(w.label, 22)}${pad(c.label, 26)}${lpad(median(xs).toFixed(0), 10)} ${w.bandwidth === true ? 'MB/s' : 'IOPS'}  ${ratio}`);
+  }
+}
+out.push(`bench time ${((Date.now() - started) / 60000).toFixed(1)} min`);
+out.push(`ublk-ts rbd / kernel rbd 4k randread QD32 IOPS ratio: ${median(ratios.get(HEADLINE)!).toFixed(2)}`);
+process.stdout.write(out.join('\n') + '\n');
