@@ -8,10 +8,12 @@
  * attached for its line only (the image is mapped, or the ublk-ts device
  * added, then removed), so neither holds the image's exclusive lock while
  * the other runs. Both get 2 hardware queues (krbd has one per CPU) and the
- * scheduler none. Prints the table and last:
+ * scheduler none. A third line per workload drives librbd with fio's rbd
+ * engine (no block device, no ublk): what the library costs by itself. Prints the table and last:
  *   ublk-ts rbd / kernel rbd 4k randread QD32 IOPS ratio: <x.xx>
  *
  *   node dist/bench/ceph/main.js --conf CONF [--seconds 15] [--ramp 3] [--rounds 2] [--size-mib 512]
+ *        [--workloads randread-4k-qd32,read-128k-qd8]
  */
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -32,6 +34,7 @@ const { values } = parseArgs({
     ramp: { type: 'string', default: '3' },
     rounds: { type: 'string', default: '2' },
     'size-mib': { type: 'string', default: '512' },
+    workloads: { type: 'string' },
   },
 });
 if (values.conf === undefined) throw new Error('--conf CONF is required (the cluster bench/ceph/run started)');
@@ -52,73 +55,82 @@ interface Workload {
   bandwidth?: boolean;
 }
 const HEADLINE = 'randread-4k-qd32';
-const workloads: Workload[] = [
+const allWorkloads: Workload[] = [
   { key: HEADLINE, label: '4k randread QD32', rw: 'randread', bs: '4k', qd: 32 },
   { key: 'randread-4k-qd1', label: '4k randread QD1', rw: 'randread', bs: '4k', qd: 1 },
   { key: 'randwrite-4k-qd32', label: '4k randwrite QD32', rw: 'randwrite', bs: '4k', qd: 32 },
   { key: 'read-128k-qd8', label: '128k seq read QD8', rw: 'read', bs: '128k', qd: 8, bandwidth: true },
 ];
+const workloads = values.workloads === undefined ? allWorkloads : allWorkloads.filter((w) => values.workloads!.split(',').includes(w.key));
+if (!workloads.some((w) => w.key === HEADLINE)) throw new Error(`--workloads must include ${HEADLINE}, the headline`);
 
 interface Client {
-  key: 'krbd' | 'ublk';
+  key: 'krbd' | 'ublk' | 'librbd';
   label: string;
-  /** attaches the image; the block device */
-  attach(): string;
-  detach(dev: string): void;
+  /** attaches the image; fio's arguments for it */
+  attach(): string[];
+  detach(): void;
 }
 
 const rbd = (...args: string[]): string => run('rbd', ['-c', conf, ...args]).trim();
-const scheduler = (dev: string): void => writeFileSync(`/sys/block/${basename(dev)}/queue/scheduler`, 'none');
+
+/** The block device of the client attached now. */
+let attached = '';
+const blockDevice = (dev: string): string[] => {
+  attached = dev;
+  writeFileSync(`/sys/block/${basename(dev)}/queue/scheduler`, 'none');
+  return [`--filename=${dev}`, '--ioengine=libaio', '--direct=1'];
+};
 
 const clients: Client[] = [
   {
     key: 'krbd',
     label: 'kernel rbd (rbd map)',
-    attach() {
-      // noudev: the VM runs no udev, which `rbd map` would otherwise wait for.
-      const dev = rbd('device', 'map', '-o', 'noudev', IMAGE);
-      scheduler(dev);
-      return dev;
-    },
-    detach: (dev) => void rbd('device', 'unmap', '-o', 'noudev', dev),
+    // noudev: the VM runs no udev, which `rbd map` would otherwise wait for.
+    attach: () => blockDevice(rbd('device', 'map', '-o', 'noudev', IMAGE)),
+    detach: () => void rbd('device', 'unmap', '-o', 'noudev', attached),
   },
   {
     key: 'ublk',
     label: `ublk-ts rbd (${QUEUES} queues)`,
     attach() {
       const out = run(process.execPath, [UBLK, 'add', '-t', 'rbd', '--image', IMAGE, '--conf', conf, '-q', String(QUEUES), '--json']);
-      const dev = (JSON.parse(out) as { blockDevice: string }).blockDevice;
-      scheduler(dev);
-      return dev;
+      return blockDevice((JSON.parse(out) as { blockDevice: string }).blockDevice);
     },
-    detach(dev) {
-      run(process.execPath, [UBLK, 'del', '-n', dev.replace('/dev/ublkb', '')]);
-    },
+    detach: () => void run(process.execPath, [UBLK, 'del', '-n', attached.replace('/dev/ublkb', '')]),
+  },
+  {
+    // librbd without a block device: what the library costs on its own.
+    key: 'librbd',
+    label: 'fio rbd engine (librbd)',
+    attach: () => ['--ioengine=rbd', `--pool=${IMAGE.split('/')[0]}`, `--rbdname=${IMAGE.split('/')[1]}`, '--clientname=admin'],
+    detach: () => undefined,
   },
 ];
 
 /** One fio line: IOPS, or MB/s for bandwidth workloads. */
-function fio(dev: string, w: Workload): number {
+function fio(target: string[], w: Workload): number {
   const out = execFileSync(
     'fio',
     [
-      `--name=${w.key}`, `--filename=${dev}`, `--rw=${w.rw}`, `--bs=${w.bs}`, `--iodepth=${w.qd}`, '--ioengine=libaio', '--direct=1',
+      `--name=${w.key}`, ...target, `--rw=${w.rw}`, `--bs=${w.bs}`, `--iodepth=${w.qd}`,
       '--time_based=1', `--runtime=${seconds}`, `--ramp_time=${ramp}`, '--norandommap=1', '--randrepeat=0', '--output-format=json',
     ],
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
+    // CEPH_CONF: the fio rbd engine's librados finds the cluster there.
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CEPH_CONF: conf } },
   );
   const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
   const dir = w.rw === 'randwrite' ? job.write : job.read;
-  if (job.error !== 0 || dir.io_bytes === 0) throw new Error(`fio ${w.key} on ${dev}: error ${job.error}, ${dir.io_bytes} bytes`);
+  if (job.error !== 0 || dir.io_bytes === 0) throw new Error(`fio ${w.key} ${target.join(' ')}: error ${job.error}, ${dir.io_bytes} bytes`);
   return w.bandwidth === true ? dir.bw_bytes / 1e6 : dir.iops;
 }
 
 function line(c: Client, w: Workload): number {
-  const dev = c.attach();
+  const target = c.attach();
   try {
-    return fio(dev, w);
+    return fio(target, w);
   } finally {
-    c.detach(dev);
+    c.detach();
   }
 }
 
@@ -131,9 +143,9 @@ const started = Date.now();
 rbd('create', '--size', `${sizeMiB}M`, IMAGE);
 say(`writing the ${sizeMiB} MiB image through the kernel client`);
 {
-  const dev = clients[0].attach();
-  run('fio', ['--name=prefill', `--filename=${dev}`, '--rw=write', '--bs=1M', '--iodepth=8', '--ioengine=libaio', '--direct=1', '--output-format=json']);
-  clients[0].detach(dev);
+  const target = clients[0].attach();
+  run('fio', ['--name=prefill', ...target, '--rw=write', '--bs=1M', '--iodepth=8', '--output-format=json']);
+  clients[0].detach();
 }
 
 const rates = new Map<string, number[]>();
@@ -146,7 +158,7 @@ for (const w of workloads) {
       rates.set(`${w.key}/${c.key}`, [...(rates.get(`${w.key}/${c.key}`) ?? []), got[c.key]]);
       say(`${w.label}, ${c.label}, round ${r + 1}: ${got[c.key].toFixed(0)} ${w.bandwidth === true ? 'MB/s' : 'IOPS'}`);
     }
-    ratios.set(w.key, [...(ratios.get(w.key) ?? []), got.ublk / got.krbd]);
+    for (const c of clients) if (c.key !== 'krbd') ratios.set(`${w.key}/${c.key}`, [...(ratios.get(`${w.key}/${c.key}`) ?? []), got[c.key] / got.krbd]);
   }
 }
 
@@ -158,10 +170,11 @@ out.push(`${pad('workload', 22)}${pad('client', 26)}${lpad('rate', 10)}   ratio 
 for (const w of workloads) {
   for (const c of clients) {
     const xs = rates.get(`${w.key}/${c.key}`)!;
-    const ratio = c.key === 'ublk' ? `${median(ratios.get(w.key)!).toFixed(2)} (${ratios.get(w.key)!.map((x) => x.toFixed(2)).join(', ')})` : '';
+    const rs = ratios.get(`${w.key}/${c.key}`);
+    const ratio = rs === undefined ? '' : `${median(rs).toFixed(2)} (${rs.map((x) => x.toFixed(2)).join(', ')})`;
     out.push(`${pad(w.label, 22)}${pad(c.label, 26)}${lpad(median(xs).toFixed(0), 10)} ${w.bandwidth === true ? 'MB/s' : 'IOPS'}  ${ratio}`);
   }
 }
 out.push(`bench time ${((Date.now() - started) / 60000).toFixed(1)} min`);
-out.push(`ublk-ts rbd / kernel rbd 4k randread QD32 IOPS ratio: ${median(ratios.get(HEADLINE)!).toFixed(2)}`);
+out.push(`ublk-ts rbd / kernel rbd 4k randread QD32 IOPS ratio: ${median(ratios.get(`${HEADLINE}/ublk`)!).toFixed(2)}`);
 process.stdout.write(out.join('\n') + '\n');
