@@ -27,7 +27,7 @@ function program(run: (name: string, action: () => Promise<number>) => void): Co
     .option('--timeout <seconds>', 'fail IO with EIO when the NBD server (nbd; 0: wait for ever) or a Ceph OSD (rbd) has not answered for SECONDS; default 30', intArg('timeout', 0, 3600))
     .option('--reconnect', 'when the NBD connection fails, hold IO and reconnect instead of failing it (nbd)')
     .option('--image <pool/image>', 'Ceph RBD image (rbd)')
-    .option('--conf <file>', 'Ceph configuration (rbd; default /etc/ceph/ceph.conf)')
+    .option('--conf <file>', 'Ceph configuration (rbd; default $CEPH_CONF, else /etc/ceph/ceph.conf)')
     .option('--id <name>', "Ceph client id, without 'client.' (rbd; default admin)")
     .option('--keyring <file>', 'Ceph keyring (rbd; default: the configuration says)')
     .option('-q, --queues <n>', 'hardware queues, one worker thread each', intArg('queues', 1, UBLK_MAX_NR_QUEUES), 1)
