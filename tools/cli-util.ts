@@ -1,6 +1,5 @@
 /** What every command checks and how it fails: one line on stderr, a non-zero exit. */
 import { readFileSync, readdirSync } from 'node:fs';
-import { InvalidArgumentError } from 'commander';
 import { UblkControl } from '../ublk/control.js';
 import { type DeviceState, readState } from './state.js';
 
@@ -44,16 +43,6 @@ export function requireRootOrOwnerOf(id: number): DeviceState | null {
  */
 export function userHasNone(ids: readonly number[]): boolean {
   return ids.length === 0 && !isRoot();
-}
-
-/** Commander argument parser for an integer in [min, max]. */
-export function intArg(name: string, min: number, max: number): (v: string) => number {
-  return (v: string) => {
-    if (!/^-?\d+$/.test(v.trim())) throw new InvalidArgumentError(`${name} must be an integer, not '${v}'`);
-    const n = Number(v);
-    if (n < min || n > max) throw new InvalidArgumentError(`${name} must be between ${min} and ${max}, not ${n}`);
-    return n;
-  };
 }
 
 export async function withControl<T>(use: (ctrl: UblkControl) => Promise<T>): Promise<T> {

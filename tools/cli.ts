@@ -2,10 +2,20 @@
  * The `ublk` command line, in the conventions of ublksrv's `ublk` and rublk.
  * Every failure is one line on stderr (`ublk: add: …`) and exit code 1.
  */
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { UBLK_MAX_NR_QUEUES, UBLK_MAX_QUEUE_DEPTH } from '../ublk/uapi.js';
-import { CliError, MAX_DEV_ID, intArg } from './cli-util.js';
+import { CliError, MAX_DEV_ID } from './cli-util.js';
 import { describeError } from './errors.js';
+
+/** Commander argument parser for an integer in [min, max]. */
+function intArg(name: string, min: number, max: number): (v: string) => number {
+  return (v: string) => {
+    if (!/^-?\d+$/.test(v.trim())) throw new InvalidArgumentError(`${name} must be an integer, not '${v}'`);
+    const n = Number(v);
+    if (n < min || n > max) throw new InvalidArgumentError(`${name} must be between ${min} and ${max}, not ${n}`);
+    return n;
+  };
+}
 
 // Each command's module is imported when it runs, so that a start-up loads
 // only what that command needs (the daemon's modules only for add and

@@ -14,6 +14,7 @@ import { type DeviceState, logPath, readState, removeState, socketPath, stateIds
 import { describeError } from './errors.js';
 import { linkDevice, unlinkDevice } from './dev-links.js';
 import { sdNotify } from './sd-notify.js';
+import { endSpareWorkers } from '../ublk/spare-workers.js';
 
 export interface DaemonOptions extends DeviceOptions {
   /** The target as the user named it (shown by `ublk list`). */
@@ -97,6 +98,8 @@ export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Pro
   } catch (e) {
     hooks.ready({ error: describeError(await nameHolder(e, options), { devId: options.devId }) });
     return 1;
+  } finally {
+    endSpareWorkers();
   }
   const id = dev.info.id;
   const state: DeviceState = {

@@ -4,7 +4,8 @@
  * The file name is how `ublk del` recognises a daemon's pid (state.ts).
  */
 import { closeSync, writeSync } from 'node:fs';
-import { runDaemon, type DaemonOptions } from './daemon.js';
+import { startSpareWorkers } from '../ublk/spare-workers.js';
+import type { DaemonOptions } from './daemon.js';
 
 const READY_FD = 3;
 
@@ -18,6 +19,9 @@ function report(message: unknown): void {
 }
 
 const options = JSON.parse(process.argv[2]) as DaemonOptions;
+// The queue threads load their modules while this thread loads the daemon's (spare-workers.ts).
+startSpareWorkers(options.queues, options.targetModule);
+const { runDaemon } = await import('./daemon.js');
 runDaemon(options, { ready: report }).then(
   (code) => process.exit(code),
   (e: unknown) => {

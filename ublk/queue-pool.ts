@@ -1,7 +1,8 @@
 /**
  * The worker threads of one device, one per hardware queue (design.md,
  * "Threads and processes"): started together, ready together, and stopped
- * within bounds. Workers speak QueueMessages (queue-worker.ts); the pool
+ * within bounds; a queue takes a spare worker when the daemon started some
+ * (spare-workers.ts). Workers speak QueueMessages (queue-worker.ts); the pool
  * speaks to them through each queue's control word and kick eventfd, which
  * wake a thread blocked in io_uring_enter.
  */
@@ -11,13 +12,12 @@ import { newQueueLatency } from './latency.js';
 import { newQueueStats } from './queue-stats.js';
 import { QUEUE_STOP } from './queue.js';
 import type { QueueMessage, QueueWorkerData } from './queue-worker.js';
+import { WORKER_URL, takeSpareWorker } from './spare-workers.js';
 
 /** Longest wait for a worker to load its target and fetch every tag (a loaded machine may be slow). */
 export const READY_TIMEOUT_MS = 60_000;
 /** Longest wait for a worker told to stop now before it is terminated, and then for the termination. */
 export const FORCE_TIMEOUT_MS = 5_000;
-
-const WORKER_URL = new URL('./queue-worker.js', import.meta.url);
 
 export interface QueuePoolOptions {
   devId: number;
@@ -80,7 +80,9 @@ class QueueThread {
       queueData: o.queueData,
       cpuMask: o.cpuMasks?.[qId] ?? null,
     };
-    this.worker = new Worker(WORKER_URL, { workerData: data, name: `ublk${o.devId}q${qId}` });
+    const spare = takeSpareWorker(o.targetModule);
+    spare?.postMessage(data);
+    this.worker = spare ?? new Worker(WORKER_URL, { workerData: data, name: `ublk${o.devId}q${qId}` });
     let onReady: () => void = () => undefined;
     this.ready = new Promise<void>((resolve) => (onReady = resolve));
     this.worker.on('message', (m: QueueMessage) => {

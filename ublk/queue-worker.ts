@@ -1,6 +1,8 @@
 /**
  * Entry of a queue's worker thread: loads the target module, sets up the
  * queue, fetches every tag, reports ready, serves until the device stops.
+ * A spare (spare-workers.ts) loads the target module while it waits for its
+ * QueueWorkerData, which comes as the first message.
  * It speaks to the daemon's QueuePool (queue-pool.ts) in QueueMessages only;
  * the daemon speaks back through the control word and the kick eventfd,
  * which reach the thread while it blocks in io_uring_enter.
@@ -9,6 +11,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { sched_setaffinity } from '../sys/native.js';
 import { loadTarget } from '../target/registry.js';
 import { UblkQueue, type QueueOptions } from './queue.js';
+import type { SpareWorkerData } from './spare-workers.js';
 
 export interface QueueWorkerData extends QueueOptions {
   targetModule: string;
@@ -28,8 +31,17 @@ function post(m: QueueMessage): void {
   parentPort!.postMessage(m);
 }
 
+/** This queue's data: workerData, or for a spare the first message. */
+async function queueData(): Promise<QueueWorkerData> {
+  const given = workerData as QueueWorkerData | SpareWorkerData;
+  if (!('spare' in given)) return given;
+  // Into the module cache meanwhile; a failure is main's to report, once it loads the target for real.
+  loadTarget(given.targetModule).catch(() => undefined);
+  return new Promise((resolve) => parentPort!.once('message', resolve));
+}
+
 async function main(): Promise<void> {
-  const data = workerData as QueueWorkerData;
+  const data = await queueData();
   // Best effort, as in ublksrv: a queue that cannot be pinned (a cpuset that
   // forbids those CPUs) serves as well from anywhere, just with more wake-ups
   // across CPUs.

@@ -35,22 +35,42 @@ t.test('koffi is loaded by sys/native.ts alone', async (t) => {
   t.same(loaders.map((f) => relative(ROOT, f)), ['sys/native.ts']);
 });
 
-t.test('ublk list loads none of add\'s modules (a short command starts in its module loading)', async (t) => {
+/**
+ * The modules `entries` load when they start, relative to ROOT, and the
+ * packages among them: static imports only (a dynamic import() loads when it
+ * runs), and type-only imports are erased from the JavaScript.
+ */
+function startupGraph(...entries: string[]): { files: string[]; packages: string[] } {
   const seen = new Set<string>();
+  const packages = new Set<string>();
   const walk = (file: string): void => {
     if (seen.has(file)) return;
     seen.add(file);
-    // Type-only imports are erased from the JavaScript: they load nothing.
-    for (const m of readFileSync(file, 'utf8').matchAll(/^(?:import|export)\s+(?!type\s)[^;]*?from '(\.[^']+)'/gms)) {
-      walk(resolve(dirname(file), m[1].replace(/\.js$/, '.ts')));
+    for (const m of readFileSync(file, 'utf8').matchAll(/^(?:import|export)\s+(?!type\s)[^;]*?from '([^']+)'/gms)) {
+      if (m[1].startsWith('.')) walk(resolve(dirname(file), m[1].replace(/\.js$/, '.ts')));
+      else packages.add(m[1]);
     }
   };
-  walk(join(ROOT, 'tools/commands/list.ts'));
-  const loaded = [...seen].map((f) => relative(ROOT, f));
+  for (const e of entries) walk(join(ROOT, e));
+  return { files: [...seen].map((f) => relative(ROOT, f)), packages: [...packages] };
+}
+
+t.test('ublk list loads none of add\'s modules (a short command starts in its module loading)', async (t) => {
+  const loaded = startupGraph('tools/commands/list.ts').files;
   t.ok(loaded.includes('tools/config-dir.ts'), 'list reads the saved names');
   t.same(
     loaded.filter((f) => ['tools/commands/add.ts', 'tools/saved.ts', 'target/registry.ts', 'target/size.ts'].includes(f)),
     [],
     'not add, saved-device checking, the target registry or the size parser',
   );
+});
+
+t.test('the daemon starts its queue threads before loading its own modules, and loads no command-line parser', async (t) => {
+  const entry = startupGraph('tools/ublk-daemon.ts');
+  t.same(entry.files.sort(), ['tools/ublk-daemon.ts', 'ublk/spare-workers.ts'], 'the entry loads the spare workers alone, then daemon.ts');
+  t.same(entry.packages.filter((p) => !p.startsWith('node:')), [], 'and no package');
+  const daemon = startupGraph('tools/daemon.ts');
+  t.ok(daemon.files.includes('ublk/queue-pool.ts'), 'daemon.ts loads the device and its queue pool');
+  // koffi comes through sys/native.ts's require(), not an import.
+  t.same(daemon.packages.filter((p) => !p.startsWith('node:')), [], 'no package imported: not commander, the CLI\'s parser');
 });
