@@ -132,6 +132,37 @@ export function treeSums(dir: string): string {
   return sh(`cd ${dir} && find . -type f -print0 | sort -z | xargs -0 sha256sum`).stdout;
 }
 
+/** The assertions the helpers below make; a tap test has them. */
+interface Asserts {
+  equal(found: unknown, wanted: unknown, message: string): boolean;
+  ok(value: unknown, message: string): boolean;
+}
+
+/**
+ * What a user does with a new disk: mkfs.ext4 on `dev`, mount it on `mnt`,
+ * copy a tree (copyTree), umount, and e2fsck -fn must find it clean. Returns
+ * the tree's checksums (treeSums) for checkExt4 after the device came back.
+ */
+export function fillExt4(t: Asserts, dev: string, mnt: string): string {
+  t.equal(sh(`mkfs.ext4 -q -F ${dev}`).code, 0, 'mkfs.ext4');
+  t.equal(sh(`mount ${dev} ${mnt}`).code, 0, 'mount');
+  const copy = copyTree(mnt);
+  t.equal(copy.code, 0, `copy a tree ${copy.stderr}`);
+  const sums = treeSums(mnt);
+  t.ok(sums.split('\n').length > 20, 'many files were written');
+  t.equal(sh(`umount ${mnt}`).code, 0, 'umount');
+  const fsck = sh(`e2fsck -fn ${dev}`);
+  t.equal(fsck.code, 0, `e2fsck -fn is clean: ${fsck.stdout}${fsck.stderr}`);
+  return sums;
+}
+
+/** Mounts `dev` read-only on `mnt`: every file fillExt4 wrote has its checksum `sums`. */
+export function checkExt4(t: Asserts, dev: string, mnt: string, sums: string): void {
+  t.equal(sh(`mount -o ro ${dev} ${mnt}`).code, 0, 'mount again');
+  t.equal(treeSums(mnt), sums, 'every file has its checksum');
+  t.equal(sh(`umount ${mnt}`).code, 0, 'umount');
+}
+
 /** Removes every device (for a test's teardown). */
 export function cleanup(): void {
   ublk('del', '-a');

@@ -4,7 +4,7 @@
 import t from 'tap';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { addDevice, background, cleanup, copyTree, fio, processAlive, scratchDir, sh, sleep, snapshot, treeSums, ublk, waitFor, within } from '../lib/ublk.js';
+import { addDevice, background, cleanup, fillExt4, fio, processAlive, scratchDir, sh, sleep, snapshot, treeSums, ublk, waitFor, within } from '../lib/ublk.js';
 
 t.teardown(cleanup);
 
@@ -83,15 +83,7 @@ t.test('mkfs.ext4, mount, copy a tree, umount, e2fsck clean; the image converted
   t.teardown(() => sh(`umount ${mnt} 2>/dev/null; losetup -D`));
   must(`rm -f ${p('fs.qcow2')} && qemu-img create -q -f qcow2 ${p('fs.qcow2')} 256M`);
   const dev = addDevice('-t', 'qcow2', '-f', p('fs.qcow2'), '-q', '2');
-  t.equal(sh(`mkfs.ext4 -q -F ${dev.blockDevice}`).code, 0, 'mkfs.ext4');
-  t.equal(sh(`mount ${dev.blockDevice} ${mnt}`).code, 0, 'mount');
-  const copy = copyTree(mnt);
-  t.equal(copy.code, 0, `copy a tree ${copy.stderr}`);
-  const sums = treeSums(mnt);
-  t.ok(sums.split('\n').length > 20, 'many files were written');
-  t.equal(sh(`umount ${mnt}`).code, 0, 'umount');
-  const fsck = sh(`e2fsck -fn ${dev.blockDevice}`);
-  t.equal(fsck.code, 0, `e2fsck -fn is clean: ${fsck.stdout}${fsck.stderr}`);
+  const sums = fillExt4(t, dev.blockDevice, mnt);
   t.equal(del(dev.id), 0, 'ublk del');
   t.equal(check(p('fs.qcow2')).code, 0, 'qemu-img check is clean');
   must(`qemu-img convert -O raw ${p('fs.qcow2')} ${p('fs.raw')}`);

@@ -5,7 +5,7 @@
 import t from 'tap';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, addDevice, background, type Background, cleanup, copyTree, fio, fioErrors, scratchDir, sh, sleep, snapshot, treeSums, ublk, waitFor, within } from '../lib/ublk.js';
+import { ROOT, addDevice, background, type Background, checkExt4, cleanup, fillExt4, fio, fioErrors, scratchDir, sh, sleep, snapshot, ublk, waitFor, within } from '../lib/ublk.js';
 
 t.teardown(cleanup);
 
@@ -98,17 +98,7 @@ t.test('qemu-nbd serving qcow2: one connection (no multi-conn, said), the image 
   const mnt = '/run/ublk-nbd-mnt';
   mkdirSync(mnt, { recursive: true });
   t.teardown(() => sh(`umount ${mnt} 2>/dev/null`));
-  t.equal(sh(`mkfs.ext4 -q -F ${fs.blockDevice}`).code, 0, 'mkfs.ext4');
-  t.equal(sh(`mount ${fs.blockDevice} ${mnt}`).code, 0, 'mount');
-  const copy = copyTree(mnt);
-  t.equal(copy.code, 0, `copy a tree ${copy.stderr}`);
-  const sums = treeSums(mnt);
-  t.equal(sh(`umount ${mnt}`).code, 0, 'umount');
-  const fsck = sh(`e2fsck -fn ${fs.blockDevice}`);
-  t.equal(fsck.code, 0, `e2fsck -fn is clean: ${fsck.stdout}${fsck.stderr}`);
-  t.equal(sh(`mount -o ro ${fs.blockDevice} ${mnt}`).code, 0, 'mount again');
-  t.equal(treeSums(mnt), sums, 'every file has its checksum');
-  t.equal(sh(`umount ${mnt}`).code, 0);
+  checkExt4(t, fs.blockDevice, mnt, fillExt4(t, fs.blockDevice, mnt));
   t.equal(del(fs.id), 0, 'ublk del');
   await kill(server, 'TERM');
   t.equal(sh(`qemu-img check ${p('img.qcow2')}`).code, 0, 'qemu-img check is clean');

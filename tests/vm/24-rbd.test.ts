@@ -6,7 +6,7 @@ import t from 'tap';
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { CephCluster, cephMissing } from '../lib/ceph.js';
-import { addDevice, background, cleanup, copyTree, fio, fioErrors, scratchDir, sh, sleep, snapshot, treeSums, ublk, within } from '../lib/ublk.js';
+import { addDevice, background, checkExt4, cleanup, fillExt4, fio, fioErrors, scratchDir, sh, sleep, snapshot, ublk, within } from '../lib/ublk.js';
 
 t.teardown(cleanup);
 const EIO = 5;
@@ -66,17 +66,7 @@ if (missing !== null) {
     const mnt = '/run/ublk-rbd-mnt';
     mkdirSync(mnt, { recursive: true });
     t.teardown(() => sh(`umount ${mnt} 2>/dev/null`));
-    t.equal(sh(`mkfs.ext4 -q -F ${fs.blockDevice}`).code, 0, 'mkfs.ext4');
-    t.equal(sh(`mount ${fs.blockDevice} ${mnt}`).code, 0, 'mount');
-    const copy = copyTree(mnt);
-    t.equal(copy.code, 0, `copy a tree ${copy.stderr}`);
-    const sums = treeSums(mnt);
-    t.equal(sh(`umount ${mnt}`).code, 0, 'umount');
-    const fsck = sh(`e2fsck -fn ${fs.blockDevice}`);
-    t.equal(fsck.code, 0, `e2fsck -fn is clean: ${fsck.stdout}${fsck.stderr}`);
-    t.equal(sh(`mount -o ro ${fs.blockDevice} ${mnt}`).code, 0, 'mount again');
-    t.equal(treeSums(mnt), sums, 'every file has its checksum');
-    t.equal(sh(`umount ${mnt}`).code, 0);
+    checkExt4(t, fs.blockDevice, mnt, fillExt4(t, fs.blockDevice, mnt));
     t.equal(del(fs.id), 0, 'ublk del');
   });
 
