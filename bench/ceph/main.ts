@@ -15,12 +15,12 @@
  *   node dist/bench/ceph/main.js --conf CONF [--seconds 15] [--ramp 3] [--rounds 2] [--size-mib 512]
  *        [--workloads randread-4k-qd32,read-128k-qd8]
  */
-import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { run } from '../ublk/exec.js';
+import { type Workload, median, rateOf, runFio } from '../ublk/fio.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const UBLK = join(root, 'bin/ublk');
@@ -45,21 +45,12 @@ const rounds = Number(values.rounds);
 const sizeMiB = Number(values['size-mib']);
 const say = (s: string): void => void process.stderr.write(`bench-ceph: ${s}\n`);
 
-interface Workload {
-  key: string;
-  label: string;
-  rw: 'randread' | 'randwrite' | 'read';
-  bs: string;
-  qd: number;
-  /** MB/s instead of IOPS */
-  bandwidth?: boolean;
-}
 const HEADLINE = 'randread-4k-qd32';
 const allWorkloads: Workload[] = [
-  { key: HEADLINE, label: '4k randread QD32', rw: 'randread', bs: '4k', qd: 32 },
-  { key: 'randread-4k-qd1', label: '4k randread QD1', rw: 'randread', bs: '4k', qd: 1 },
-  { key: 'randwrite-4k-qd32', label: '4k randwrite QD32', rw: 'randwrite', bs: '4k', qd: 32 },
-  { key: 'read-128k-qd8', label: '128k seq read QD8', rw: 'read', bs: '128k', qd: 8, bandwidth: true },
+  { key: HEADLINE, label: '4k randread QD32', rw: 'randread', bs: '4k', qd: 32, jobs: 1, bandwidth: false },
+  { key: 'randread-4k-qd1', label: '4k randread QD1', rw: 'randread', bs: '4k', qd: 1, jobs: 1, bandwidth: false },
+  { key: 'randwrite-4k-qd32', label: '4k randwrite QD32', rw: 'randwrite', bs: '4k', qd: 32, jobs: 1, bandwidth: false },
+  { key: 'read-128k-qd8', label: '128k seq read QD8', rw: 'read', bs: '128k', qd: 8, jobs: 1, bandwidth: true },
 ];
 const workloads = values.workloads === undefined ? allWorkloads : allWorkloads.filter((w) => values.workloads!.split(',').includes(w.key));
 if (!workloads.some((w) => w.key === HEADLINE)) throw new Error(`--workloads must include ${HEADLINE}, the headline`);
@@ -108,36 +99,15 @@ const clients: Client[] = [
   },
 ];
 
-/** One fio line: IOPS, or MB/s for bandwidth workloads. */
-function fio(target: string[], w: Workload): number {
-  const out = execFileSync(
-    'fio',
-    [
-      `--name=${w.key}`, ...target, `--rw=${w.rw}`, `--bs=${w.bs}`, `--iodepth=${w.qd}`,
-      '--time_based=1', `--runtime=${seconds}`, `--ramp_time=${ramp}`, '--norandommap=1', '--randrepeat=0', '--output-format=json',
-    ],
-    // CEPH_CONF: the fio rbd engine's librados finds the cluster there.
-    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, CEPH_CONF: conf } },
-  );
-  const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
-  const dir = w.rw === 'randwrite' ? job.write : job.read;
-  if (job.error !== 0 || dir.io_bytes === 0) throw new Error(`fio ${w.key} ${target.join(' ')}: error ${job.error}, ${dir.io_bytes} bytes`);
-  return w.bandwidth === true ? dir.bw_bytes / 1e6 : dir.iops;
-}
-
 function line(c: Client, w: Workload): number {
   const target = c.attach();
   try {
-    return fio(target, w);
+    // CEPH_CONF: the fio rbd engine's librados finds the cluster there.
+    return rateOf(runFio(w, target, { seconds, ramp }, { ...process.env, CEPH_CONF: conf }), w);
   } finally {
     c.detach();
   }
 }
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 const started = Date.now();
 rbd('create', '--size', `${sizeMiB}M`, IMAGE);
@@ -156,23 +126,21 @@ for (const w of workloads) {
     for (const c of clients) {
       got[c.key] = line(c, w);
       rates.set(`${w.key}/${c.key}`, [...(rates.get(`${w.key}/${c.key}`) ?? []), got[c.key]]);
-      say(`${w.label}, ${c.label}, round ${r + 1}: ${got[c.key].toFixed(0)} ${w.bandwidth === true ? 'MB/s' : 'IOPS'}`);
+      say(`${w.label}, ${c.label}, round ${r + 1}: ${got[c.key].toFixed(0)} ${w.bandwidth ? 'MB/s' : 'IOPS'}`);
     }
     for (const c of clients) if (c.key !== 'krbd') ratios.set(`${w.key}/${c.key}`, [...(ratios.get(`${w.key}/${c.key}`) ?? []), got[c.key] / got.krbd]);
   }
 }
 
-const pad = (s: string, n: number): string => s.padEnd(n);
-const lpad = (s: string, n: number): string => s.padStart(n);
 const out: string[] = [];
 out.push(`rbd image ${IMAGE}, ${sizeMiB} MiB, one monitor and one BlueStore OSD on this machine; fio libaio O_DIRECT, ${seconds} s + ${ramp} s ramp, median of ${rounds} rounds`);
-out.push(`${pad('workload', 22)}${pad('client', 26)}${lpad('rate', 10)}   ratio to kernel rbd (each round)`);
+out.push(`${'workload'.padEnd(22)}${'client'.padEnd(26)}${'rate'.padStart(10)}   ratio to kernel rbd (each round)`);
 for (const w of workloads) {
   for (const c of clients) {
     const xs = rates.get(`${w.key}/${c.key}`)!;
     const rs = ratios.get(`${w.key}/${c.key}`);
     const ratio = rs === undefined ? '' : `${median(rs).toFixed(2)} (${rs.map((x) => x.toFixed(2)).join(', ')})`;
-    out.push(`${pad(w.label, 22)}${pad(c.label, 26)}${lpad(median(xs).toFixed(0), 10)} ${w.bandwidth === true ? 'MB/s' : 'IOPS'}  ${ratio}`);
+    out.push(`${w.label.padEnd(22)}${c.label.padEnd(26)}${median(xs).toFixed(0).padStart(10)} ${w.bandwidth ? 'MB/s' : 'IOPS'}  ${ratio}`);
   }
 }
 out.push(`bench time ${((Date.now() - started) / 60000).toFixed(1)} min`);

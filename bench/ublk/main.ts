@@ -56,6 +56,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { REAP_PERCENTILES } from '../../aio/stats.js';
 import { hasTool, missingTool, run, sleepSync } from './exec.js';
+import { type Workload, median, runFio } from './fio.js';
 import { type NbdServer, connectKernelNbd, disconnectKernelNbd, fioNbdMissing, prefill, startNbdkit, stopNbdkit } from './nbd.js';
 import { measureStopTimes, type StopTimes } from './stop-times.js';
 import { addUblksrv, delUblksrv, diskIos, findUblksrv } from './ublksrv.js';
@@ -101,17 +102,6 @@ const started = Date.now();
 const say = (s: string): void => void process.stderr.write(`bench-ublk: ${s}\n`);
 
 // ---- workloads and variants ------------------------------------------------------
-
-interface Workload {
-  key: string;
-  label: string;
-  rw: 'randread' | 'randwrite' | 'read';
-  bs: string;
-  qd: number;
-  jobs: number;
-  /** MB/s instead of IOPS */
-  bandwidth: boolean;
-}
 
 const WORKLOADS: Workload[] = [
   { key: 'randread-4k-qd1', label: '4k randread QD1', rw: 'randread', bs: '4k', qd: 1, jobs: 1, bandwidth: false },
@@ -344,47 +334,6 @@ function cpuTicks(): [number, number] {
 }
 const HZ = Number(sh('getconf', ['CLK_TCK']).trim()) || 100;
 
-interface Fio {
-  iops: number;
-  mbps: number;
-  ios: number;
-  meanUs: number;
-  p99Us: number;
-  fioCpuPct: number;
-}
-
-function fio(path: string, w: Workload): Fio {
-  const args = [
-    `--name=${w.key}`,
-    `--filename=${path}`,
-    `--rw=${w.rw}`,
-    `--bs=${w.bs}`,
-    `--iodepth=${w.qd}`,
-    `--numjobs=${w.jobs}`,
-    '--group_reporting=1',
-    '--ioengine=libaio',
-    '--direct=1',
-    '--time_based=1',
-    `--runtime=${seconds}`,
-    `--ramp_time=${ramp}`,
-    '--norandommap=1',
-    '--randrepeat=0',
-    '--output-format=json',
-  ];
-  const out = sh('fio', args);
-  const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
-  const dir = w.rw === 'randwrite' ? job.write : job.read;
-  if (job.error !== 0 || dir.io_bytes === 0) throw new Error(`fio on ${path}: error ${job.error}, ${dir.io_bytes} bytes`);
-  return {
-    iops: dir.iops,
-    mbps: dir.bw_bytes / 1e6,
-    ios: dir.total_ios,
-    meanUs: dir.clat_ns.mean / 1000,
-    p99Us: (dir.clat_ns.percentile?.['99.000000'] ?? NaN) / 1000,
-    fioCpuPct: job.usr_cpu + job.sys_cpu,
-  };
-}
-
 // ---- one line --------------------------------------------------------------------
 
 /** Per-IO costs of a serving process; the dispatcher counters only for ublk-ts. */
@@ -532,7 +481,7 @@ function runLine(v: Variant, w: Workload): Line {
     const p0 = d.pid !== undefined ? procSample(d.pid) : null;
     const ios0 = d.ublksrvId !== undefined ? diskIos(d.path) : 0;
     const c0 = cpuTicks();
-    const r = fio(d.path, w);
+    const r = runFio(w, [`--filename=${d.path}`, '--ioengine=libaio', '--direct=1'], { seconds, ramp });
     const c1 = cpuTicks();
     const p1 = d.pid !== undefined ? procSample(d.pid) : null;
     const line: Line = {
@@ -684,10 +633,6 @@ if (workloads.length * variants.length > 1) {
   sh('fio', ['--name=warmup', `--filename=${image}`, '--rw=randread', '--bs=4k', '--iodepth=32', '--ioengine=libaio', '--direct=1', '--time_based=1', '--runtime=3', '--output-format=json']);
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 /** The run whose rate is the median (the lower middle one of an even count). */
 const medianRun = (runs: Line[], rate: (l: Line) => number): Line => [...runs].sort((a, b) => rate(a) - rate(b))[Math.floor((runs.length - 1) / 2)];
 
