@@ -12,7 +12,7 @@
  * engine (no block device, no ublk): what the library costs by itself. Prints the table and last:
  *   ublk-ts rbd / kernel rbd 4k randread QD32 IOPS ratio: <x.xx>
  *
- *   node dist/bench/ceph/main.js --conf CONF [--seconds 15] [--ramp 3] [--rounds 2] [--size-mib 512]
+ *   node dist/bench/ceph/main.js --conf CONF [--seconds 15] [--ramp 8] [--rounds 2] [--size-mib 512]
  *        [--workloads randread-4k-qd32,read-128k-qd8]
  */
 import { writeFileSync } from 'node:fs';
@@ -31,7 +31,7 @@ const { values } = parseArgs({
   options: {
     conf: { type: 'string' },
     seconds: { type: 'string', default: '15' },
-    ramp: { type: 'string', default: '3' },
+    ramp: { type: 'string', default: '8' },
     rounds: { type: 'string', default: '2' },
     'size-mib': { type: 'string', default: '512' },
     workloads: { type: 'string' },

@@ -44,7 +44,7 @@
  * median run (its counters are that run's), the spread of the runs, and the
  * median of the per-round ratios to the kernel loop line of the same round.
  *
- *   node dist/bench/ublk/main.js --image IMG [--seconds 15] [--ramp 3]
+ *   node dist/bench/ublk/main.js --image IMG [--seconds 15] [--ramp 8]
  *        [--poll-max-ns 50000] [--out bench/results/latest.json]
  *        [--workloads a,b] [--variants x,y] [--repeat 1] [--headline-repeat 3]
  *        [--stop-rounds 3]   (del, kill and recover times under load; 0: skip)
@@ -74,7 +74,7 @@ const { values } = parseArgs({
   options: {
     image: { type: 'string' },
     seconds: { type: 'string', default: '15' },
-    ramp: { type: 'string', default: '3' },
+    ramp: { type: 'string', default: '8' },
     'poll-max-ns': { type: 'string', default: '50000' },
     depth: { type: 'string', default: '128' },
     out: { type: 'string', default: join(root, 'bench/results/latest.json') },
@@ -470,18 +470,34 @@ function processPerIo(p0: ProcSample, p1: ProcSample, ios: number): PerIo {
     daemonUserUsPerIo: (userSeconds * 1e6) / ios,
     daemonSysUsPerIo: (sysSeconds * 1e6) / ios,
     ctxSwitchesPerIo: (p1.voluntary - p0.voluntary + p1.involuntary - p0.involuntary) / ios,
-    // fio's window is seconds + ramp long (the daemon was idle otherwise)
-    daemonCpuPct: (100 * cpuSeconds) / (seconds + ramp),
+    // over the measured run
+    daemonCpuPct: (100 * cpuSeconds) / seconds,
   };
 }
+
+/** The daemon's counters (`ublk stats --json`) of a ublk-ts device. */
+function ublkStats(d: Device): StatsJson {
+  return JSON.parse(ublk(['stats', '-n', String(d.id), '--json'], d.cli)) as StatsJson;
+}
+
+/** IOs the daemon served, by its own counters. */
+const servedIos = (c: Counters): number => c.reads + c.writes + c.flushes;
 
 function runLine(v: Variant, w: Workload): Line {
   const d = setUp(v, w);
   try {
+    const target = [`--filename=${d.path}`, '--ioengine=libaio', '--direct=1'];
+    // The ramp is a run of its own, so that every counter below (the
+    // daemon's, its CPU, the machine's) covers the measured run only: a
+    // fresh ublk-ts device spends its first seconds of IO in V8's
+    // interpreter and compilers (docs/request-cost.md), which fio's
+    // ramp_time would hide from the IOPS but not from the counters.
+    if (ramp > 0) runFio(w, target, { seconds: ramp, ramp: 0 });
+    const s0 = d.id !== undefined ? ublkStats(d) : null;
     const p0 = d.pid !== undefined ? procSample(d.pid) : null;
     const ios0 = d.ublksrvId !== undefined ? diskIos(d.path) : 0;
     const c0 = cpuTicks();
-    const r = runFio(w, [`--filename=${d.path}`, '--ioengine=libaio', '--direct=1'], { seconds, ramp });
+    const r = runFio(w, target, { seconds, ramp: 0 });
     const c1 = cpuTicks();
     const p1 = d.pid !== undefined ? procSample(d.pid) : null;
     const line: Line = {
@@ -496,29 +512,30 @@ function runLine(v: Variant, w: Workload): Line {
       ratio: null,
       vsUblksrv: null,
       cpuBusyPct: (100 * (c1[0] - c0[0])) / Math.max(1, c1[1] - c0[1]),
-      // busy ticks over fio's whole window (ramp included) by the IOs of that window at the measured rate
-      machineUsPerIo: (((c1[0] - c0[0]) / HZ) * 1e6) / Math.max(1, r.iops * (seconds + ramp)),
+      machineUsPerIo: (((c1[0] - c0[0]) / HZ) * 1e6) / Math.max(1, r.ios),
       fioCpuPct: r.fioCpuPct,
     };
     if (d.id !== undefined) {
-      const s = JSON.parse(ublk(['stats', '-n', String(d.id), '--json'], d.cli)) as StatsJson;
-      // The counters include the ramp and the partition scan; fio's count is
-      // of the measured window: per-IO figures use the daemon's own count.
-      const ios = s.total.reads + s.total.writes + s.total.flushes;
-      const aio = (s.target?.aio ?? []).filter((q): q is Counters => q !== null);
-      const sum = (n: string): number => aio.reduce((a, q) => a + (q[n] ?? 0), 0);
+      // Counters of the measured run: after it, less before it. Per-IO
+      // figures use the daemon's own count of IOs.
+      const s = ublkStats(d);
+      const delta = (n: string): number => s.total[n] - s0!.total[n];
+      const ios = servedIos(s.total) - servedIos(s0!.total);
+      const aio = (st: StatsJson): Counters[] => (st.target?.aio ?? []).filter((q): q is Counters => q !== null);
+      const sum = (st: StatsJson, n: string): number => aio(st).reduce((a, q) => a + (q[n] ?? 0), 0);
+      const aioDelta = (n: string): number => sum(s, n) - sum(s0!, n);
       line.perIo = {
-        entersPerIo: s.total.enters / ios,
-        waitsPerIo: s.total.waits / ios,
-        pollHits: s.total.pollHits,
-        pollMisses: s.total.pollMisses,
-        pollNs: s.total.pollNs,
+        entersPerIo: delta('enters') / ios,
+        waitsPerIo: delta('waits') / ios,
+        pollHits: delta('pollHits'),
+        pollMisses: delta('pollMisses'),
+        pollNs: delta('pollNs'),
         ...processPerIo(p0!, p1!, ios),
       };
-      if (aio.length > 0) {
-        line.perIo.submitsPerIo = sum('submits') / ios;
-        line.perIo.reapsPerIo = sum('reaps') / ios;
-        line.perIo.eagains = sum('eagains');
+      if (aio(s).length > 0) {
+        line.perIo.submitsPerIo = aioDelta('submits') / ios;
+        line.perIo.reapsPerIo = aioDelta('reaps') / ios;
+        line.perIo.eagains = aioDelta('eagains');
       }
       if (v.aio && s.target?.reapPercentiles) line.reapPercentiles = s.target.reapPercentiles;
       line.stats = s;
@@ -624,7 +641,7 @@ function prepareNbd(): void {
 }
 if (variants.some((v) => v.key === 'ublk-nbd' || v.key === 'knbd')) prepareNbd();
 
-say(`image ${image} (${(statSync(image).size / 2 ** 30).toFixed(2)} GiB on ${backing}), kernel ${kernel}, ${seconds} s per line after ${ramp} s ramp`);
+say(`image ${image} (${(statSync(image).size / 2 ** 30).toFixed(2)} GiB on ${backing}), kernel ${kernel}, ${seconds} s per line after a ${ramp} s ramp run`);
 say(`${workloads.length} workloads x ${variants.length} variants`);
 
 // A short warm-up so the first measured line does not pay for cold caches.
@@ -700,7 +717,7 @@ const wName = (key: string): Workload => WORKLOADS.find((w) => w.key === key)!;
 const fmtRate = (l: Line): string => (wName(l.workload).bandwidth ? `${l.mbps.toFixed(1)} MB/s` : `${l.iops.toFixed(0)}`);
 
 const out: string[] = [];
-out.push(`ublk-ts bench: fio libaio, O_DIRECT, ${seconds} s per line after ${ramp} s ramp-up; kernel ${kernel}`);
+out.push(`ublk-ts bench: fio libaio, O_DIRECT, ${seconds} s per line after a ${ramp} s ramp run on the same device; kernel ${kernel}`);
 out.push(`backing image ${image} on ${backing}; kernel loop ${loopName || '-'} (losetup --direct-io=on)`);
 out.push(`ublk-ts devices: queue depth ${depth}, 1 queue (2 for the 2-job workload), fresh device per line; poll variant --poll-max-ns ${pollMaxNs}`);
 out.push(
