@@ -253,7 +253,7 @@ function straceCount(variant: string): void {
 /** `daemon`: the serving process, whose threads get their own reports (none for the kernel loop driver). */
 function perfProfile(label: string, path: string, daemon?: { pid: number; js: boolean }): void {
   const data = join(out, `perf-${label}.data`);
-  fio(path, 4); // warm up first: a JIT still compiling is not the steady state
+  fio(path, 8); // warm up first: a JIT still compiling is not the steady state
   const rec = spawn('perf', ['record', '-q', '-e', 'cpu-clock', '-a', '-o', data, '--', 'sleep', String(seconds - 2)], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   rec.stderr.on('data', (c: Buffer) => (err += c.toString()));
