@@ -55,22 +55,24 @@ const allWorkloads: Workload[] = [
 const workloads = values.workloads === undefined ? allWorkloads : allWorkloads.filter((w) => values.workloads!.split(',').includes(w.key));
 if (!workloads.some((w) => w.key === HEADLINE)) throw new Error(`--workloads must include ${HEADLINE}, the headline`);
 
+/** A client attached to the image: fio's arguments for it, and how to take it down. */
+interface Attached {
+  fio: string[];
+  detach(): void;
+}
+
 interface Client {
   key: 'krbd' | 'ublk' | 'librbd';
   label: string;
-  /** attaches the image; fio's arguments for it */
-  attach(): string[];
-  detach(): void;
+  attach(): Attached;
 }
 
 const rbd = (...args: string[]): string => run('rbd', ['-c', conf, ...args]).trim();
 
-/** The block device of the client attached now. */
-let attached = '';
-const blockDevice = (dev: string): string[] => {
-  attached = dev;
+/** fio on block device `dev` (scheduler none, as ublk-ts sets it), taken down by `detach`. */
+const blockDevice = (dev: string, detach: (dev: string) => void): Attached => {
   writeFileSync(`/sys/block/${basename(dev)}/queue/scheduler`, 'none');
-  return [`--filename=${dev}`, '--ioengine=libaio', '--direct=1'];
+  return { fio: [`--filename=${dev}`, '--ioengine=libaio', '--direct=1'], detach: () => detach(dev) };
 };
 
 const clients: Client[] = [
@@ -78,34 +80,38 @@ const clients: Client[] = [
     key: 'krbd',
     label: 'kernel rbd (rbd map)',
     // noudev: the VM runs no udev, which `rbd map` would otherwise wait for.
-    attach: () => blockDevice(rbd('device', 'map', '-o', 'noudev', IMAGE)),
-    detach: () => void rbd('device', 'unmap', '-o', 'noudev', attached),
+    attach: () => blockDevice(rbd('device', 'map', '-o', 'noudev', IMAGE), (dev) => void rbd('device', 'unmap', '-o', 'noudev', dev)),
   },
   {
     key: 'ublk',
     label: `ublk-ts rbd (${QUEUES} queues)`,
     attach() {
       const out = run(process.execPath, [UBLK, 'add', '-t', 'rbd', '--image', IMAGE, '--conf', conf, '-q', String(QUEUES), '--json']);
-      return blockDevice((JSON.parse(out) as { blockDevice: string }).blockDevice);
+      const { id, blockDevice: dev } = JSON.parse(out) as { id: number; blockDevice: string };
+      return blockDevice(dev, () => void run(process.execPath, [UBLK, 'del', '-n', String(id)]));
     },
-    detach: () => void run(process.execPath, [UBLK, 'del', '-n', attached.replace('/dev/ublkb', '')]),
   },
   {
     // librbd without a block device: what the library costs on its own.
     key: 'librbd',
     label: 'fio rbd engine (librbd)',
-    attach: () => ['--ioengine=rbd', `--pool=${IMAGE.split('/')[0]}`, `--rbdname=${IMAGE.split('/')[1]}`, '--clientname=admin'],
-    detach: () => undefined,
+    attach: () => ({
+      fio: ['--ioengine=rbd', `--pool=${IMAGE.split('/')[0]}`, `--rbdname=${IMAGE.split('/')[1]}`, '--clientname=admin'],
+      detach: () => undefined,
+    }),
   },
 ];
 
+/** The unit a workload's rate is in (rateOf). */
+const unit = (w: Workload): string => (w.bandwidth ? 'MB/s' : 'IOPS');
+
 function line(c: Client, w: Workload): number {
-  const target = c.attach();
+  const a = c.attach();
   try {
     // CEPH_CONF: the fio rbd engine's librados finds the cluster there.
-    return rateOf(runFio(w, target, { seconds, ramp }, { ...process.env, CEPH_CONF: conf }), w);
+    return rateOf(runFio(w, a.fio, { seconds, ramp }, { ...process.env, CEPH_CONF: conf }), w);
   } finally {
-    c.detach();
+    a.detach();
   }
 }
 
@@ -113,9 +119,9 @@ const started = Date.now();
 rbd('create', '--size', `${sizeMiB}M`, IMAGE);
 say(`writing the ${sizeMiB} MiB image through the kernel client`);
 {
-  const target = clients[0].attach();
-  run('fio', ['--name=prefill', ...target, '--rw=write', '--bs=1M', '--iodepth=8', '--output-format=json']);
-  clients[0].detach();
+  const krbd = clients[0].attach();
+  run('fio', ['--name=prefill', ...krbd.fio, '--rw=write', '--bs=1M', '--iodepth=8', '--output-format=json']);
+  krbd.detach();
 }
 
 const rates = new Map<string, number[]>();
@@ -126,7 +132,7 @@ for (const w of workloads) {
     for (const c of clients) {
       got[c.key] = line(c, w);
       rates.set(`${w.key}/${c.key}`, [...(rates.get(`${w.key}/${c.key}`) ?? []), got[c.key]]);
-      say(`${w.label}, ${c.label}, round ${r + 1}: ${got[c.key].toFixed(0)} ${w.bandwidth ? 'MB/s' : 'IOPS'}`);
+      say(`${w.label}, ${c.label}, round ${r + 1}: ${got[c.key].toFixed(0)} ${unit(w)}`);
     }
     for (const c of clients) if (c.key !== 'krbd') ratios.set(`${w.key}/${c.key}`, [...(ratios.get(`${w.key}/${c.key}`) ?? []), got[c.key] / got.krbd]);
   }
@@ -140,7 +146,7 @@ for (const w of workloads) {
     const xs = rates.get(`${w.key}/${c.key}`)!;
     const rs = ratios.get(`${w.key}/${c.key}`);
     const ratio = rs === undefined ? '' : `${median(rs).toFixed(2)} (${rs.map((x) => x.toFixed(2)).join(', ')})`;
-    out.push(`${w.label.padEnd(22)}${c.label.padEnd(26)}${median(xs).toFixed(0).padStart(10)} ${w.bandwidth ? 'MB/s' : 'IOPS'}  ${ratio}`);
+    out.push(`${w.label.padEnd(22)}${c.label.padEnd(26)}${median(xs).toFixed(0).padStart(10)} ${unit(w)}  ${ratio}`);
   }
 }
 out.push(`bench time ${((Date.now() - started) / 60000).toFixed(1)} min`);
