@@ -537,6 +537,7 @@ function runLine(v: Variant, w: Workload): Line {
         line.perIo.reapsPerIo = aioDelta('reaps') / ios;
         line.perIo.eagains = aioDelta('eagains');
       }
+      // The daemon keeps these over the device's life: the ramp run is in them.
       if (v.aio && s.target?.reapPercentiles) line.reapPercentiles = s.target.reapPercentiles;
       line.stats = s;
     }
@@ -799,7 +800,7 @@ for (const w of workloads) {
   }
 }
 out.push('');
-out.push('completions per reap, ublk-ts loop AIO engine (percentiles as in seed 000)');
+out.push('completions per reap, ublk-ts loop AIO engine (percentiles as in seed 000; ramp run included)');
 const REAP_LABELS: Record<string, string> = { 'ublk-aio': 'poll off', 'ublk-aio-poll': 'poll on', 'ublk-aio-mqdl': 'mq-deadline', 'ublk-aio-base': 'baseline' };
 out.push(`${pad('', 48)}${REAP_PERCENTILES.map((p) => lpad(String(p), 6)).join('')}`);
 for (const w of workloads) {
