@@ -9,6 +9,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { sched_setaffinity } from '../sys/native.js';
+import { setThreadName } from '../sys/thread.js';
 import { loadTarget } from '../target/registry.js';
 import { UblkQueue, type QueueOptions } from './queue.js';
 import type { SpareWorkerData } from './spare-workers.js';
@@ -42,6 +43,8 @@ async function queueData(): Promise<QueueWorkerData> {
 
 async function main(): Promise<void> {
   const data = await queueData();
+  // ublk<dev>q<queue>, as QueuePool names the Worker: how a queue shows in top -H and perf.
+  setThreadName(`ublk${data.devId}q${data.qId}`);
   // Best effort, as in ublksrv: a queue that cannot be pinned (a cpuset that
   // forbids those CPUs) serves as well from anywhere, just with more wake-ups
   // across CPUs.

@@ -2,7 +2,7 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SysError } from '../../sys/error.js';
@@ -109,6 +109,27 @@ t.test('sched_setaffinity pins the calling thread only', async (t) => {
   t.equal(m.r, 0);
   t.equal(m.mine, '0', 'the worker thread runs on CPU 0 only');
   t.equal(allowed(), before, `the main thread keeps its CPUs (${before})`);
+});
+
+t.test('setThreadName names the calling thread only, cut to 15 bytes', async (t) => {
+  const src = `
+    const { parentPort } = require('node:worker_threads');
+    const { readFileSync } = require('node:fs');
+    import(${JSON.stringify(new URL('../../sys/thread.js', import.meta.url).href)}).then((thread) => {
+      thread.setThreadName('ublk65535q65535-and-more');
+      parentPort.postMessage(readFileSync('/proc/thread-self/comm', 'utf8'));
+    });
+  `;
+  const comm = () => readFileSync('/proc/thread-self/comm', 'utf8');
+  const before = comm();
+  const { Worker } = await import('node:worker_threads');
+  const w = new Worker(src, { eval: true });
+  const named = await new Promise<string>((resolve) => w.once('message', resolve));
+  const threads = readdirSync(`/proc/${process.pid}/task`).map((tid) => readFileSync(`/proc/${process.pid}/task/${tid}/comm`, 'utf8'));
+  await w.terminate();
+  t.equal(named, 'ublk65535q65535\n', 'the worker reads its own new name');
+  t.ok(threads.includes('ublk65535q65535\n'), 'the process lists a thread by that name');
+  t.equal(comm(), before, `the main thread keeps its name (${before.trim()})`);
 });
 
 t.test('a blocking receive that a signal interrupts goes on (a socket with a timeout is not restarted)', async (t) => {

@@ -1,6 +1,6 @@
 // Issue 4 acceptance: a null device, fio on it, list, and a clean del.
 import t from 'tap';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { addDevice, blockDeviceSize, cleanup, fio, processAlive, snapshot, ublk, waitFor } from '../lib/ublk.js';
 
 t.teardown(cleanup);
@@ -10,6 +10,9 @@ t.test('null device: add, fio, list, del', async (t) => {
   const dev = addDevice('-t', 'null', '-s', '1G', '-q', '2', '-d', '64');
   t.equal(dev.blockDevice, `/dev/ublkb${dev.id}`);
   t.equal(blockDeviceSize(dev.blockDevice), 1073741824, 'blockdev --getsize64 is 1 GiB');
+
+  const threads = readdirSync(`/proc/${dev.pid}/task`).map((tid) => readFileSync(`/proc/${dev.pid}/task/${tid}/comm`, 'utf8').trim());
+  t.ok(threads.includes(`ublk${dev.id}q0`) && threads.includes(`ublk${dev.id}q1`), `top -H names the queue threads ublk${dev.id}q0 and q1 (${[...new Set(threads)].join(' ')})`);
 
   for (const rw of ['randread', 'randwrite']) {
     const r = fio([
