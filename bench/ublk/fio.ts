@@ -1,5 +1,5 @@
 /** fio in the benches: the workloads they measure, one timed line, what it measured. */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 
 export interface Workload {
   key: string;
@@ -29,6 +29,37 @@ export interface LineTime {
   ramp: number;
 }
 
+/** How long past its time fio may run before stallReport speaks. */
+const STALL_GRACE_S = 120;
+
+/**
+ * A line that never ends (fio waiting on an IO that never completes) holds
+ * the bench until the VM's timeout, and its last console lines rarely say
+ * on what. So a shell started beside fio waits `afterS` seconds and, if it
+ * is still alive (fio has not returned: the caller kills it then), prints
+ * the tasks blocked in the kernel (sysrq w) and the end of the kernel log
+ * to stderr. It only reports; fio is left to finish or to the timeout.
+ */
+export function stallReport(afterS: number, what: string): { stop(): void } {
+  const script = [
+    `sleep ${afterS}`,
+    `echo "bench: $1 is still running ${STALL_GRACE_S} s after its time; blocked tasks (sysrq w) and the kernel log:"`,
+    '[ -w /proc/sysrq-trigger ] && echo w > /proc/sysrq-trigger',
+    'dmesg | tail -n 150',
+  ].join('; ');
+  // Its own process group, so that stop() ends the sleep with the shell.
+  const sh = spawn('sh', ['-c', script, 'sh', what], { stdio: ['ignore', 2, 2], detached: true });
+  return {
+    stop: () => {
+      try {
+        process.kill(-sh.pid!, 'SIGKILL');
+      } catch {
+        // it reported and ended already
+      }
+    },
+  };
+}
+
 /**
  * Runs one timed line of `w` on `target` (fio's options saying where: a
  * --filename and --ioengine, or an engine's own options), fio started with
@@ -50,7 +81,13 @@ export function runFio(w: Workload, target: string[], time: LineTime, env: NodeJ
     '--randrepeat=0',
     '--output-format=json',
   ];
-  const out = execFileSync('fio', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env });
+  const watchdog = stallReport(time.seconds + time.ramp + STALL_GRACE_S, `fio ${w.key} ${target.join(' ')}`);
+  let out: string;
+  try {
+    out = execFileSync('fio', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], env });
+  } finally {
+    watchdog.stop();
+  }
   const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
   const dir = w.rw === 'randwrite' ? job.write : job.read;
   if (job.error !== 0 || dir.io_bytes === 0) throw new Error(`fio ${w.key} ${target.join(' ')}: error ${job.error}, ${dir.io_bytes} bytes`);

@@ -648,7 +648,7 @@ say(`${workloads.length} workloads x ${variants.length} variants`);
 // A short warm-up so the first measured line does not pay for cold caches.
 if (workloads.length * variants.length > 1) {
   say('warm-up: 3 s of 4k random reads on the image');
-  sh('fio', ['--name=warmup', `--filename=${image}`, '--rw=randread', '--bs=4k', '--iodepth=32', '--ioengine=libaio', '--direct=1', '--time_based=1', '--runtime=3', '--output-format=json']);
+  runFio(WORKLOADS.find((w) => w.key === HEADLINE)!, [`--filename=${image}`, '--ioengine=libaio', '--direct=1'], { seconds: 3, ramp: 0 });
 }
 
 /** The run whose rate is the median (the lower middle one of an even count). */
