@@ -37,15 +37,19 @@ const STALL_GRACE_S = 120;
  * the bench until the VM's timeout, and its last console lines rarely say
  * on what. So a shell started beside fio waits `afterS` seconds and, if it
  * is still alive (fio has not returned: the caller kills it then), prints
- * the tasks blocked in the kernel (sysrq w) and the end of the kernel log
- * to stderr. It only reports; fio is left to finish or to the timeout.
+ * to stderr the requests each disk has in flight, the tasks and where they
+ * wait (fio waits for AIO interruptibly, so sysrq w alone does not show
+ * it), the tasks blocked in the kernel (sysrq w) and the end of the kernel
+ * log. It only reports; fio is left to finish or to the timeout.
  */
 export function stallReport(afterS: number, what: string): { stop(): void } {
   const script = [
     `sleep ${afterS}`,
-    `echo "bench: $1 is still running ${STALL_GRACE_S} s after its time; blocked tasks (sysrq w) and the kernel log:"`,
+    `echo "bench: $1 is still running ${STALL_GRACE_S} s after its time; requests in flight per disk, tasks, blocked tasks (sysrq w), the kernel log:"`,
+    'grep -H . /sys/block/*/inflight',
+    "ps -eo pid,stat,wchan:32,comm | awk '$2 !~ /^I/'",
     '[ -w /proc/sysrq-trigger ] && echo w > /proc/sysrq-trigger',
-    'dmesg | tail -n 150',
+    'dmesg | tail -n 100',
   ].join('; ');
   // Its own process group, so that stop() ends the sleep with the shell.
   const sh = spawn('sh', ['-c', script, 'sh', what], { stdio: ['ignore', 2, 2], detached: true });
