@@ -50,10 +50,15 @@ bench-aio: build
 # root read-only), and nbd-client installed there (bench/ublk/setup); when
 # either fails the bench says why and runs without its lines.
 # Single-threaded TCG: the bench's per-IO guest time assumes one host thread.
+# The scratch disk's IO through QEMU's thread pool (aio=threads, QEMU's own
+# default): with aio=native the last two whole runs stalled (and one of three
+# shorter ones), fio waiting on the guest's disk while QEMU had nothing in
+# flight on the host and nothing in its aio ring; with threads it ran through.
 bench-ublk: build
 	@bench/ublk/setup || true; \
 	ublksrv=$$(bench/ublksrv/build) || ublksrv=''; \
-	UBLK_UBLKSRV=$$ublksrv UBLK_VM_TCG_THREAD=$${UBLK_VM_TCG_THREAD:-single} tests/vm/ublk-env run --disk 3072 --timeout 5400 -- bench/ublk/run
+	UBLK_UBLKSRV=$$ublksrv UBLK_VM_TCG_THREAD=$${UBLK_VM_TCG_THREAD:-single} UBLK_VM_DISK_AIO=$${UBLK_VM_DISK_AIO:-threads} \
+	  tests/vm/ublk-env run --disk 3072 --timeout 5400 -- bench/ublk/run
 
 # The rbd target against the kernel rbd client on one image of a cluster
 # started in the VM (tests/ceph/cluster); Ceph is installed by tests/host-setup.
