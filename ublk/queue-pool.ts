@@ -12,7 +12,7 @@ import { newQueueLatency } from './latency.js';
 import { newQueueStats } from './queue-stats.js';
 import { QUEUE_STOP } from './queue.js';
 import type { QueueMessage, QueueWorkerData } from './queue-worker.js';
-import { WORKER_URL, takeSpareWorker } from './spare-workers.js';
+import { WORKER_URL, queueThreadName, takeSpareWorker } from './spare-workers.js';
 
 /** Longest wait for a worker to load its target and fetch every tag (a loaded machine may be slow). */
 export const READY_TIMEOUT_MS = 60_000;
@@ -82,7 +82,7 @@ class QueueThread {
     };
     const spare = takeSpareWorker(o.targetModule);
     spare?.postMessage(data);
-    this.worker = spare ?? new Worker(WORKER_URL, { workerData: data, name: `ublk${o.devId}q${qId}` });
+    this.worker = spare ?? new Worker(WORKER_URL, { workerData: data, name: queueThreadName(o.devId, qId) });
     let onReady: () => void = () => undefined;
     this.ready = new Promise<void>((resolve) => (onReady = resolve));
     this.worker.on('message', (m: QueueMessage) => {

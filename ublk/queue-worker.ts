@@ -12,7 +12,7 @@ import { sched_setaffinity } from '../sys/native.js';
 import { setThreadName } from '../sys/thread.js';
 import { loadTarget } from '../target/registry.js';
 import { UblkQueue, type QueueOptions } from './queue.js';
-import type { SpareWorkerData } from './spare-workers.js';
+import { queueThreadName, type SpareWorkerData } from './spare-workers.js';
 
 export interface QueueWorkerData extends QueueOptions {
   targetModule: string;
@@ -43,8 +43,7 @@ async function queueData(): Promise<QueueWorkerData> {
 
 async function main(): Promise<void> {
   const data = await queueData();
-  // ublk<dev>q<queue>, as QueuePool names the Worker: how a queue shows in top -H and perf.
-  setThreadName(`ublk${data.devId}q${data.qId}`);
+  setThreadName(queueThreadName(data.devId, data.qId));
   // Best effort, as in ublksrv: a queue that cannot be pinned (a cpuset that
   // forbids those CPUs) serves as well from anywhere, just with more wake-ups
   // across CPUs.

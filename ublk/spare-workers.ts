@@ -12,6 +12,11 @@ import { Worker } from 'node:worker_threads';
 
 export const WORKER_URL = new URL('./queue-worker.js', import.meta.url);
 
+/** A queue's thread: the Worker's name, and its OS name (top -H, ps -L, perf) once the thread knows its queue. */
+export function queueThreadName(devId: number, qId: number): string {
+  return `ublk${devId}q${qId}`;
+}
+
 /** workerData of a spare: the target module to load while it waits for its QueueWorkerData. */
 export interface SpareWorkerData {
   spare: true;

@@ -42,7 +42,7 @@ const STALL_GRACE_S = 120;
  * it), the tasks blocked in the kernel (sysrq w) and the end of the kernel
  * log. It only reports; fio is left to finish or to the timeout.
  */
-export function stallReport(afterS: number, what: string): { stop(): void } {
+function stallReport(afterS: number, what: string): { stop(): void } {
   const script = [
     `sleep ${afterS}`,
     `echo "bench: $1 is still running ${STALL_GRACE_S} s after its time; requests in flight per disk, tasks, blocked tasks (sysrq w), the kernel log:"`,
