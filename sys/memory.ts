@@ -39,6 +39,15 @@ export class NativeMemory {
     return mem;
   }
 
+  /**
+   * `size` bytes of private anonymous memory: page-aligned and zero, and a
+   * page takes RAM only once something touches it (the kernel's copy of a
+   * request, an O_DIRECT read), where aligned() zeroes every page up front.
+   */
+  static anonymous(size: number): NativeMemory {
+    return NativeMemory.map(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  }
+
   /** mmap(2) of `fd` (or anonymous memory when fd is -1). */
   static map(size: number, prot: number, flags: number, fd: number, offset: number, path?: string): NativeMemory {
     const addr = native.mmap(size, prot, flags, fd, offset);

@@ -220,7 +220,8 @@ export class UblkQueue implements QueueContext {
     try {
       this.kernel = kernel !== undefined ? kernel(this.ring) : new UblkCharDevice(this.ring, opts.cdevFd, this.devId, this.qId, this.depth);
       this.desc = this.kernel.desc;
-      this.bufMem = NativeMemory.aligned(this.depth * this.maxIoSize, PAGE_SIZE);
+      // depth × max IO size (64 MiB at the defaults): only the pages requests touch take RAM.
+      this.bufMem = NativeMemory.anonymous(this.depth * this.maxIoSize);
       for (let t = 0; t < this.depth; t++) {
         this.buffers.push(new Uint8Array(this.bufMem.buffer, t * this.maxIoSize, this.maxIoSize));
       }

@@ -37,7 +37,7 @@ interface Setup {
 }
 
 /** A queue of `depth` tags serving `target`, every tag fetched; closed at teardown (after run() ended). */
-async function setup(tt: Tap, target: Target<never>, opts: { depth?: number; kickFd?: number; queueData?: unknown } = {}): Promise<Setup> {
+async function setup(tt: Tap, target: Target<never>, opts: { depth?: number; maxIoSize?: number; kickFd?: number; queueData?: unknown } = {}): Promise<Setup> {
   const depth = opts.depth ?? 4;
   const fake = new FakeUblk(depth);
   const kick = new EventFd(0); // blocking, as the daemon's
@@ -45,7 +45,7 @@ async function setup(tt: Tap, target: Target<never>, opts: { depth?: number; kic
   const stats = newQueueStats();
   const latency = newQueueLatency();
   const queue = new UblkQueue(
-    { devId: 0, qId: 0, depth, maxIoSize: 64 * KiB, cdevFd: -1, kickFd: opts.kickFd ?? kick.fd, control, stats, latency, pollMaxNs: 0 },
+    { devId: 0, qId: 0, depth, maxIoSize: opts.maxIoSize ?? 64 * KiB, cdevFd: -1, kickFd: opts.kickFd ?? kick.fd, control, stats, latency, pollMaxNs: 0 },
     target,
     fake.attach,
   );
@@ -322,4 +322,20 @@ t.test('10 the AIO eventfd wakes a waiting queue round after round, though nobod
   // A poll that fired once and never again would have hung the queue at its
   // second sleep; ten sleeps show the same poll woke it round after round.
   t.ok(s.stats[QS.waits] >= 10, `the queue slept while the reads were on the disk (${s.stats[QS.waits]} waits)`);
+});
+
+t.test('11 a queue holds RAM for the buffer pages its requests touch, not for depth × max IO size', async (t) => {
+  const before = process.memoryUsage.rss();
+  const { target } = testTarget((ctx, tag, _op, length) => {
+    ctx.buffer(tag).fill(0x7e, 0, length);
+    return length;
+  });
+  const { fake, queue } = await setup(t, target, { depth: 128, maxIoSize: 512 * KiB });
+  const grew = process.memoryUsage.rss() - before;
+  t.ok(grew < 16 * MiB, `128 tags of 512 KiB (64 MiB of buffers) added ${(grew / MiB).toFixed(1)} MiB to the RSS`);
+  fake.request(127, { op: UBLK_IO_OP_READ, offset: 0, length: 4 * KiB });
+  fake.onCommit = () => fake.abortAll();
+  await queue.run();
+  t.same(fake.commits, [{ tag: 127, result: 4 * KiB }]);
+  t.ok(queue.buffer(127).subarray(0, 4 * KiB).every((b) => b === 0x7e), 'the last tag buffer holds what the target wrote');
 });

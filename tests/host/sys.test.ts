@@ -77,6 +77,16 @@ t.test('aligned native memory is aligned, zeroed and viewable', async (t) => {
   t.equal(new Uint8Array(mem.buffer)[100], 7, 'views alias the same memory');
 });
 
+t.test('anonymous native memory is page-aligned, zero and writable', async (t) => {
+  const mem = NativeMemory.anonymous(16 * 4096);
+  t.teardown(() => mem.free());
+  t.equal(mem.addr % 4096, 0);
+  const u8 = new Uint8Array(mem.buffer, 5 * 4096, 4096);
+  t.ok(u8.every((b) => b === 0));
+  u8[1] = 9;
+  t.equal(new Uint8Array(mem.buffer)[5 * 4096 + 1], 9);
+});
+
 t.test('eventfd counts signals and drains to zero', async (t) => {
   const efd = new EventFd();
   t.teardown(() => efd.close());
