@@ -107,13 +107,15 @@ const SENT = 2; // waiting for its reply
 const P_HEADER = 0;
 const P_META = 1; // a chunk's offset (and hole size, or error code)
 const P_DATA = 2; // payload into the tag's buffer
-const P_SKIP = 3; // payload nobody needs (an error message, an unknown chunk)
+const P_SKIP = 3; // payload nobody needs (an error chunk's message)
 
 const STAGING = 64 * 1024;
 /** A payload at least this long that has not arrived is received into its tag buffer directly. */
 const DIRECT_MIN = 16 * 1024;
 /** The most a reply's header takes before its payload: a structured data chunk's header and offset (20 + 8). */
 const HEADER_PEEK = 28;
+/** Separate pieces a read's reply may be in at once (chunks may come in any order; touching ones merge). */
+const MAX_PIECES = 16;
 /** Requests per SENDMSG: two iovecs each (header, write data). */
 const MAX_BATCH = UIO_MAXIOV / 2;
 const TICK_MS = 1000;
@@ -140,8 +142,16 @@ export class NbdQueue implements TargetQueue {
   private gen = 0;
   /** SQEs of ours on the ring, of any generation. */
   private sqes = 0;
-  /** SQEs of ended connections still on the ring (a reconnect waits for them). */
+  /** SENDs and RECVs of ended connections still on the ring (a reconnect waits for them). */
   private oldSqes = 0;
+  /** TICKs on the ring, of any connection: nothing waits for them, they write nothing. */
+  private ticks = 0;
+  /**
+   * The ended connection's socket, shut down but kept open until its SQEs
+   * end: one prepared in the same turn is submitted after lost(), and on a
+   * closed fd number another thread's new socket could be found there.
+   */
+  private oldFd = -1;
   private sending = false;
   private sendBytes = 0;
   private receiving = false;
@@ -173,9 +183,17 @@ export class NbdQueue implements TargetQueue {
   private readonly tagCmd: Uint8Array;
   private readonly tagOffset: Float64Array;
   private readonly tagLength: Uint32Array;
-  /** A structured reply's error so far (-errno, 0: none) and the read bytes its chunks covered. */
+  /** A structured reply's error so far (-errno, 0: none). */
   private readonly tagError: Int32Array;
-  private readonly tagGot: Float64Array;
+  /**
+   * The parts of a read its chunks have covered so far: tagPieces[tag]
+   * disjoint ranges [pieceStart, pieceEnd) at tag * MAX_PIECES, relative
+   * to the request; touching ranges are merged, so a read covered in full
+   * is one piece.
+   */
+  private readonly tagPieces: Uint8Array;
+  private readonly pieceStart: Float64Array;
+  private readonly pieceEnd: Float64Array;
 
   /** Tags to send, in order (a ring of depth entries). */
   private readonly sendQ: Uint16Array;
@@ -226,7 +244,9 @@ export class NbdQueue implements TargetQueue {
     this.tagOffset = new Float64Array(depth);
     this.tagLength = new Uint32Array(depth);
     this.tagError = new Int32Array(depth);
-    this.tagGot = new Float64Array(depth);
+    this.tagPieces = new Uint8Array(depth);
+    this.pieceStart = new Float64Array(depth * MAX_PIECES);
+    this.pieceEnd = new Float64Array(depth * MAX_PIECES);
     this.sendQ = new Uint16Array(depth);
     this.fua = (data.flags & NBD_FLAG_SEND_FUA) !== 0;
     try {
@@ -331,7 +351,7 @@ export class NbdQueue implements TargetQueue {
       if (this.isBigRead(tag)) this.bigReads++;
       // What a reply said so far counts per sending: a reconnect sends again from nothing.
       this.tagError[tag] = 0;
-      this.tagGot[tag] = 0;
+      this.tagPieces[tag] = 0;
       putU64(u32, iov, base + this.hdrAt + tag * 32);
       putU64(u32, iov + 2, NBD_REQUEST_SIZE);
       iov += 4;
@@ -394,6 +414,7 @@ export class NbdQueue implements TargetQueue {
     prepTimeout(ring, sqe, this.tickTs);
     sqeSetData(ring, sqe, this.gen, TICK_HI);
     this.sqes++;
+    this.ticks++;
     this.ticking = true;
     this.tickProgress = this.progress;
     this.idleMs = 0;
@@ -402,6 +423,7 @@ export class NbdQueue implements TargetQueue {
   onCqe(lo: number, kind: number, res: number): void {
     this.sqes--;
     if (kind === TICK) {
+      this.ticks--;
       // A tick of a connection that ended is no longer `ticking` (lost() said so): a new one may be.
       if (lo === this.gen) {
         this.ticking = false;
@@ -414,7 +436,8 @@ export class NbdQueue implements TargetQueue {
       return;
     }
     if (lo !== this.gen) {
-      this.oldSqes--; // of a connection that ended
+      // Of a connection that ended.
+      if (--this.oldSqes === 0) this.closeOldFd();
       return;
     }
     if (kind === SEND) {
@@ -452,6 +475,7 @@ export class NbdQueue implements TargetQueue {
     prepTimeout(ring, sqe, this.tickTs);
     sqeSetData(ring, sqe, this.gen, TICK_HI);
     this.sqes++;
+    this.ticks++;
     this.ticking = true;
   }
 
@@ -510,8 +534,8 @@ export class NbdQueue implements TargetQueue {
           }
           const rel = v.getUint32(at) * 0x100000000 + v.getUint32(at + 4) - this.tagOffset[tag];
           const length = this.pChunkType === NBD_REPLY_TYPE_OFFSET_DATA ? this.pChunkLength - 8 : v.getUint32(at + 8);
-          if (rel < 0 || rel + length > this.tagLength[tag]) return this.protocolError(`a read chunk outside its request (cookie ${tag})`);
-          this.tagGot[tag] += length;
+          if (length === 0 || rel < 0 || rel + length > this.tagLength[tag]) return this.protocolError(`a read chunk that is empty or outside its request (cookie ${tag})`);
+          if (!this.cover(tag, rel, length)) return false;
           if (this.pChunkType === NBD_REPLY_TYPE_OFFSET_DATA) this.startPayload(tag, rel, length);
           else {
             this.ctx.buffer(tag).fill(0, rel, rel + length); // a hole reads as zeros
@@ -557,9 +581,9 @@ export class NbdQueue implements TargetQueue {
     const len = this.pChunkLength;
     const isRead = this.tagCmd[this.pTag] === NBD_CMD_READ;
     if (type === NBD_REPLY_TYPE_NONE) {
-      if (len !== 0) return this.protocolError('a NONE chunk with a payload');
+      if (len !== 0 || (this.pChunkFlags & NBD_REPLY_FLAG_DONE) === 0) return this.protocolError('a NONE chunk with a payload or without the DONE flag');
       this.chunkDone();
-    } else if ((type === NBD_REPLY_TYPE_OFFSET_DATA && isRead && len >= 8) || (type === NBD_REPLY_TYPE_OFFSET_HOLE && isRead && len === 12)) {
+    } else if ((type === NBD_REPLY_TYPE_OFFSET_DATA && isRead && len >= 9) || (type === NBD_REPLY_TYPE_OFFSET_HOLE && isRead && len === 12)) {
       this.pState = P_META;
     } else if ((type === NBD_REPLY_TYPE_ERROR || type === NBD_REPLY_TYPE_ERROR_OFFSET) && len >= 6) {
       this.pState = P_META;
@@ -568,11 +592,55 @@ export class NbdQueue implements TargetQueue {
     } else if (type === NBD_REPLY_TYPE_OFFSET_DATA || type === NBD_REPLY_TYPE_OFFSET_HOLE || type & NBD_REPLY_TYPE_IS_ERROR) {
       return this.protocolError(`a malformed reply chunk (type ${type}, ${len} bytes)`);
     } else {
-      // A chunk type we did not ask for (block status…): skipped.
-      this.pState = P_SKIP;
-      this.pRemaining = len;
+      // Block status, or a type from an extension never negotiated: the spec's "hard disconnect".
+      return this.protocolError(`a reply chunk of type ${type}, which this client never asks for`);
     }
     return true;
+  }
+
+  /**
+   * Records that a chunk covered [rel, rel + length) of a read. False (the
+   * connection is then lost) when it overlaps an earlier chunk, which the
+   * spec forbids: the bytes under both would be whichever came last, and a
+   * sum of lengths would count a gap as read.
+   */
+  private cover(tag: number, rel: number, length: number): boolean {
+    const end = rel + length;
+    const base = tag * MAX_PIECES;
+    const starts = this.pieceStart;
+    const ends = this.pieceEnd;
+    let n = this.tagPieces[tag];
+    let before = -1; // the piece that ends where this one starts
+    let after = -1; // the piece that starts where this one ends
+    for (let i = base; i < base + n; i++) {
+      if (rel < ends[i] && end > starts[i]) return this.protocolError(`read chunks that overlap (cookie ${tag})`);
+      if (ends[i] === rel) before = i;
+      else if (starts[i] === end) after = i;
+    }
+    if (before >= 0 && after >= 0) {
+      // This chunk joins two pieces: the last piece moves into the place of the second.
+      ends[before] = ends[after];
+      n--;
+      starts[after] = starts[base + n];
+      ends[after] = ends[base + n];
+      this.tagPieces[tag] = n;
+    } else if (before >= 0) ends[before] = end;
+    else if (after >= 0) starts[after] = rel;
+    else if (n === MAX_PIECES) return this.protocolError(`a read reply in more than ${MAX_PIECES} separate pieces (cookie ${tag})`);
+    else {
+      starts[base + n] = rel;
+      ends[base + n] = end;
+      this.tagPieces[tag] = n + 1;
+    }
+    return true;
+  }
+
+  /** The read's chunks covered all of it (they never overlap: cover() saw to that). */
+  private covered(tag: number): boolean {
+    const length = this.tagLength[tag];
+    if (length === 0) return true;
+    const base = tag * MAX_PIECES;
+    return this.tagPieces[tag] === 1 && this.pieceStart[base] === 0 && this.pieceEnd[base] === length;
   }
 
   /** Bytes of a P_META chunk's fixed part: error chunks 4 (the code), data 8 (the offset), holes 12. */
@@ -603,7 +671,7 @@ export class NbdQueue implements TargetQueue {
     const tag = this.pTag;
     const cmd = this.tagCmd[tag];
     let res = this.tagError[tag];
-    if (res === 0 && cmd === NBD_CMD_READ) res = this.tagGot[tag] === this.tagLength[tag] ? this.tagLength[tag] : -EIO; // chunks must cover the read
+    if (res === 0 && cmd === NBD_CMD_READ) res = this.covered(tag) ? this.tagLength[tag] : -EIO; // chunks must cover the read
     else if (res === 0 && cmd === NBD_CMD_WRITE) res = this.tagLength[tag];
     this.finish(tag, res);
   }
@@ -632,11 +700,15 @@ export class NbdQueue implements TargetQueue {
     if (this.state !== CONN_UP) return;
     this.lastError = why;
     this.gen = (this.gen + 1) >>> 0;
-    this.oldSqes = this.sqes - (this.ticking ? 1 : 0);
+    // Connected means no older SEND or RECV is left (the reconnect waited)
+    // and no reconnect timer is armed: the rest are this connection's.
+    this.oldSqes = this.sqes - this.ticks;
     this.ticking = false; // its CQE is of the old generation now: ignored
+    // Its SQEs end at once on a shut-down socket: RECV with 0, SENDMSG with EPIPE.
     shutdownStream(this.fd);
-    native.close(this.fd); // the ring holds its own reference until those SQEs end
+    this.oldFd = this.fd;
     this.fd = -1;
+    if (this.oldSqes === 0) this.closeOldFd();
     this.sending = this.receiving = false;
     this.pState = P_HEADER;
     this.start = this.end = 0;
@@ -688,6 +760,12 @@ export class NbdQueue implements TargetQueue {
     this.armReconnect();
   }
 
+  private closeOldFd(): void {
+    if (this.oldFd < 0) return;
+    native.close(this.oldFd);
+    this.oldFd = -1;
+  }
+
   private setTimespec(at: number, ms: number): void {
     const w = (at - this.mem.addr) >> 2;
     putU64(this.u32, w + kernel_timespec.tv_sec / 4, Math.floor(ms / 1000));
@@ -709,6 +787,7 @@ export class NbdQueue implements TargetQueue {
       native.close(this.fd);
       this.fd = -1;
     }
+    this.closeOldFd();
     // SQEs still on the ring may write here until the ring is closed after us: then the memory stays.
     if (this.sqes === 0) this.mem.free();
   }

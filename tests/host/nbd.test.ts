@@ -282,3 +282,46 @@ t.test('--reconnect: a read cut in the middle of its reply is read again whole, 
   t.match(s.nbd, [{ state: 'up', reconnects: 1 }], 'one reconnect');
   await c.close();
 });
+
+t.test('--reconnect: a connection lost again soon after a reconnect reconnects again, and the read completes', async (t) => {
+  // The server drops the first two connections that get a large read. The
+  // second loss comes before the first connection's timeout tick has fired:
+  // that tick must not hold the next reconnect back for ever.
+  const port = await badServer('drop2');
+  const c = await TargetClient.open(nbd, { url: `nbd://127.0.0.1:${port}/`, reconnect: true });
+  const data = randomBytes(64 * KiB);
+  await c.write(2 * MiB, data);
+  const r = await Promise.race([c.read(2 * MiB, 64 * KiB), sleep(8000).then(() => null)]);
+  t.ok(r !== null && r.equals(data), 'the read got its data within 8 s');
+  const s = c.device.stats?.(c.statsBuffers()) as { nbd: { state: string; reconnects: number }[] };
+  t.match(s.nbd, [{ state: 'up', reconnects: 2 }], 'two reconnects');
+  await c.close();
+});
+
+t.test('read chunks out of order (which the spec allows): the read gets its data', async (t) => {
+  const port = await badServer('reorder');
+  const c = await TargetClient.open(nbd, { url: `nbd://127.0.0.1:${port}/` });
+  const data = randomBytes(64 * KiB);
+  await c.write(MiB, data);
+  t.ok((await c.read(MiB, 64 * KiB)).equals(data), 'quarters 3, 1, 4, 2 make the whole read');
+  t.match(c.device.stats?.(c.statsBuffers()), { nbd: [{ state: 'up' }] });
+  await c.close();
+});
+
+t.test('read chunks that overlap: the read fails, never completes with what was in its buffer', async (t) => {
+  const port = await badServer('overlap');
+  const c = await TargetClient.open(nbd, { url: `nbd://127.0.0.1:${port}/` });
+  await c.write(MiB, Buffer.alloc(64 * KiB, 0x11));
+  await c.read(0, 4 * KiB); // a small read is answered in one chunk
+  t.equal(await result(c.read(MiB, 64 * KiB)), EIO, 'EIO: the chunks covered half the read twice and the rest never');
+  t.match(c.device.stats?.(c.statsBuffers()), { nbd: [{ state: 'failed' }] }, 'the connection to a server that breaks the protocol is dropped');
+  await c.close();
+});
+
+t.test('a reply chunk of a type never asked for (block status to a write): the write fails, never reads as done', async (t) => {
+  const port = await badServer('unasked');
+  const c = await TargetClient.open(nbd, { url: `nbd://127.0.0.1:${port}/` });
+  t.equal(await result(c.write(0, Buffer.alloc(4 * KiB, 0x22))), EIO);
+  t.match(c.device.stats?.(c.statsBuffers()), { nbd: [{ state: 'failed' }] }, 'the connection is dropped, as the spec requires');
+  await c.close();
+});

@@ -12,6 +12,19 @@
  *           header and half the data); structured replies are agreed on
  *           even-numbered connections only, so a reconnect meets the other
  *           kind of reply
+ *   drop2   serves a 16 MiB memory export with structured replies, but
+ *           drops the connection instead of answering the first two reads
+ *           of 8 KiB or more
+ *   overlap serves a 16 MiB memory export with structured replies, but
+ *           answers a read of 8 KiB or more with its first half twice
+ *           (two chunks that overlap) and then a final NONE chunk
+ *   reorder serves a 16 MiB memory export with structured replies, and
+ *           answers a read of 8 KiB or more in four chunks, its quarters
+ *           in the order 3rd, 1st, 4th, 2nd (legal: chunks may come in any
+ *           order, the one marked DONE last)
+ *   unasked serves a 16 MiB memory export with structured replies, but
+ *           answers a write with a block status chunk (marked DONE), a
+ *           type the client never asked for
  */
 import { type Socket, createServer } from 'node:net';
 
@@ -20,6 +33,7 @@ const SIZE = 16 * 1024 * 1024;
 const memory = Buffer.alloc(SIZE);
 let connections = 0;
 let cut = false;
+let drops = 0;
 
 /** A small NBD server: fixed newstyle, NBD_OPT_INFO/GO, READ/WRITE/FLUSH/DISC. */
 function serveNbd(s: Socket, structured: boolean): void {
@@ -71,7 +85,20 @@ function serveNbd(s: Socket, structured: boolean): void {
         if (type === 1) memory.set(buf.subarray(28, 28 + length), offset);
         buf = buf.subarray(type === 1 ? 28 + length : 28);
         if (type === 2) return void s.end();
-        if (type !== 0) simple(cookie);
+        if (type === 0 && length >= 8192 && mode === 'drop2' && drops < 2) {
+          drops++;
+          return void s.destroy();
+        }
+        if (type === 1 && mode === 'unasked') {
+          const c = Buffer.alloc(32);
+          c.writeUInt32BE(0x668e33ef, 0);
+          c.writeUInt16BE(1, 4); // DONE
+          c.writeUInt16BE(5, 6); // NBD_REPLY_TYPE_BLOCK_STATUS
+          cookie.copy(c, 8);
+          c.writeUInt32BE(12, 16); // context id, one descriptor (length, flags)
+          c.writeUInt32BE(length, 24);
+          s.write(c);
+        } else if (type !== 0) simple(cookie);
         else if (!structured) simple(cookie, memory.subarray(offset, offset + length));
         else {
           const h = Buffer.alloc(28);
@@ -82,7 +109,32 @@ function serveNbd(s: Socket, structured: boolean): void {
           h.writeUInt32BE(8 + length, 16);
           h.writeBigUInt64BE(BigInt(offset), 20);
           const data = memory.subarray(offset, offset + length);
-          if (!cut && length >= 8192) {
+          if (mode === 'overlap' && length >= 8192) {
+            h.writeUInt16BE(0, 4); // not DONE
+            h.writeUInt32BE(8 + length / 2, 16);
+            const half = Buffer.concat([h, data.subarray(0, length / 2)]);
+            const none = Buffer.alloc(20);
+            none.writeUInt32BE(0x668e33ef, 0);
+            none.writeUInt16BE(1, 4); // DONE, type NONE (0), no payload
+            cookie.copy(none, 8);
+            s.write(Buffer.concat([half, half, none]));
+            continue;
+          }
+          if (mode === 'reorder' && length >= 8192) {
+            const q = length / 4;
+            for (const [i, part] of [2, 0, 3, 1].entries()) {
+              const c = Buffer.alloc(28);
+              c.writeUInt32BE(0x668e33ef, 0);
+              c.writeUInt16BE(i === 3 ? 1 : 0, 4); // DONE on the last one sent
+              c.writeUInt16BE(1, 6); // OFFSET_DATA
+              cookie.copy(c, 8);
+              c.writeUInt32BE(8 + q, 16);
+              c.writeBigUInt64BE(BigInt(offset + part * q), 20);
+              s.write(Buffer.concat([c, data.subarray(part * q, (part + 1) * q)]));
+            }
+            continue;
+          }
+          if (mode === 'cut' && !cut && length >= 8192) {
             cut = true;
             s.write(Buffer.concat([h, data.subarray(0, length / 2)]), () => s.destroy());
             return;
@@ -101,6 +153,7 @@ const server = createServer((s) => {
   else if (mode === 'junk') s.end('HTTP/1.1 400 Bad Request\r\n\r\n');
   else if (mode === 'greet') s.end(Buffer.from('4e42444d4147494349484156454f50540001', 'hex')); // NBDMAGIC IHAVEOPT, fixed newstyle
   else if (mode === 'cut') serveNbd(s, ++connections % 2 === 0);
+  else if (mode === 'drop2' || mode === 'overlap' || mode === 'reorder' || mode === 'unasked') serveNbd(s, true);
 });
 const path = process.argv[3];
 if (path !== undefined) server.listen(path);
