@@ -82,7 +82,8 @@ export class AioEngine {
   private readonly onComplete: AioCompletion;
   private readonly table: IocbTable;
   private readonly plug: Plug;
-  private readonly ring: AioRing | null;
+  /** null after destroy(): io_destroy unmaps the ring, and hasCompletions() must not read it then. */
+  private ring: AioRing | null;
   private readonly efd: EventFd | null;
   private readonly state: Uint8Array;
   private nInFlight = 0;
@@ -263,6 +264,7 @@ export class AioEngine {
     if (this.reaping) throw new Error('AioEngine.destroy() called from onComplete');
     const r = native.io_destroy(this.ctx);
     this.ctx = 0; // the kernel has unmapped the ring
+    this.ring = null;
     this.table.free();
     this.events.free();
     if (this.efd !== null) this.efd.close();

@@ -260,6 +260,13 @@ function tests(dir: string): void {
     t.ok(back.equals(Buffer.from(buf.buffer, 12288, 4096)), 'the neighbour after the bad ones reached the file');
   });
 
+  t.test('4b after destroy(): no completions to see, and any other use throws', async (t) => {
+    const e = engine(t, { depth: 4 });
+    e.destroy();
+    t.equal(e.hasCompletions(), false, 'hasCompletions() reads no unmapped ring');
+    for (const use of [() => e.poll(), () => e.wait(), () => e.reap(), () => e.flush()]) t.throws(use, /used after destroy/);
+  });
+
   t.test('5 the eventfd wakes a waiter once IOs complete', async (t) => {
     const { fd } = directFile(t, 1024 * KiB);
     const buf = memory(t, 32 * 4096);
