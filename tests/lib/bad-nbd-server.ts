@@ -35,6 +35,30 @@ let connections = 0;
 let cut = false;
 let drops = 0;
 
+const DONE = 1;
+const TYPE_NONE = 0;
+const TYPE_OFFSET_DATA = 1;
+const TYPE_BLOCK_STATUS = 5;
+
+/** A structured reply chunk: its 20-byte header (magic, flags, type, cookie, length), then `payload`. */
+function chunk(cookie: Buffer, flags: number, type: number, ...payload: Buffer[]): Buffer {
+  const body = Buffer.concat(payload);
+  const h = Buffer.alloc(20);
+  h.writeUInt32BE(0x668e33ef, 0);
+  h.writeUInt16BE(flags, 4);
+  h.writeUInt16BE(type, 6);
+  cookie.copy(h, 8);
+  h.writeUInt32BE(body.length, 16);
+  return Buffer.concat([h, body]);
+}
+
+/** An OFFSET_DATA chunk: `data` is the export's bytes at `offset`. */
+function dataChunk(cookie: Buffer, flags: number, offset: number, data: Buffer): Buffer {
+  const at = Buffer.alloc(8);
+  at.writeBigUInt64BE(BigInt(offset));
+  return chunk(cookie, flags, TYPE_OFFSET_DATA, at, data);
+}
+
 /** A small NBD server: fixed newstyle, NBD_OPT_INFO/GO, READ/WRITE/FLUSH/DISC. */
 function serveNbd(s: Socket, structured: boolean): void {
   let buf = Buffer.alloc(0);
@@ -90,56 +114,33 @@ function serveNbd(s: Socket, structured: boolean): void {
           return void s.destroy();
         }
         if (type === 1 && mode === 'unasked') {
-          const c = Buffer.alloc(32);
-          c.writeUInt32BE(0x668e33ef, 0);
-          c.writeUInt16BE(1, 4); // DONE
-          c.writeUInt16BE(5, 6); // NBD_REPLY_TYPE_BLOCK_STATUS
-          cookie.copy(c, 8);
-          c.writeUInt32BE(12, 16); // context id, one descriptor (length, flags)
-          c.writeUInt32BE(length, 24);
-          s.write(c);
+          const status = Buffer.alloc(12); // context id, one descriptor (length, flags)
+          status.writeUInt32BE(length, 4);
+          s.write(chunk(cookie, DONE, TYPE_BLOCK_STATUS, status));
         } else if (type !== 0) simple(cookie);
         else if (!structured) simple(cookie, memory.subarray(offset, offset + length));
         else {
-          const h = Buffer.alloc(28);
-          h.writeUInt32BE(0x668e33ef, 0);
-          h.writeUInt16BE(1, 4); // DONE
-          h.writeUInt16BE(1, 6); // OFFSET_DATA
-          cookie.copy(h, 8);
-          h.writeUInt32BE(8 + length, 16);
-          h.writeBigUInt64BE(BigInt(offset), 20);
           const data = memory.subarray(offset, offset + length);
           if (mode === 'overlap' && length >= 8192) {
-            h.writeUInt16BE(0, 4); // not DONE
-            h.writeUInt32BE(8 + length / 2, 16);
-            const half = Buffer.concat([h, data.subarray(0, length / 2)]);
-            const none = Buffer.alloc(20);
-            none.writeUInt32BE(0x668e33ef, 0);
-            none.writeUInt16BE(1, 4); // DONE, type NONE (0), no payload
-            cookie.copy(none, 8);
-            s.write(Buffer.concat([half, half, none]));
+            const half = dataChunk(cookie, 0, offset, data.subarray(0, length / 2));
+            s.write(Buffer.concat([half, half, chunk(cookie, DONE, TYPE_NONE)]));
             continue;
           }
           if (mode === 'reorder' && length >= 8192) {
             const q = length / 4;
             for (const [i, part] of [2, 0, 3, 1].entries()) {
-              const c = Buffer.alloc(28);
-              c.writeUInt32BE(0x668e33ef, 0);
-              c.writeUInt16BE(i === 3 ? 1 : 0, 4); // DONE on the last one sent
-              c.writeUInt16BE(1, 6); // OFFSET_DATA
-              cookie.copy(c, 8);
-              c.writeUInt32BE(8 + q, 16);
-              c.writeBigUInt64BE(BigInt(offset + part * q), 20);
-              s.write(Buffer.concat([c, data.subarray(part * q, (part + 1) * q)]));
+              s.write(dataChunk(cookie, i === 3 ? DONE : 0, offset + part * q, data.subarray(part * q, (part + 1) * q)));
             }
             continue;
           }
+          const whole = dataChunk(cookie, DONE, offset, data);
           if (mode === 'cut' && !cut && length >= 8192) {
             cut = true;
-            s.write(Buffer.concat([h, data.subarray(0, length / 2)]), () => s.destroy());
+            // The chunk header with its offset (28 bytes) and half the data.
+            s.write(whole.subarray(0, 28 + length / 2), () => s.destroy());
             return;
           }
-          s.write(Buffer.concat([h, data]));
+          s.write(whole);
         }
       }
     }
