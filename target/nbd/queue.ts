@@ -183,6 +183,8 @@ export class NbdQueue implements TargetQueue {
   private readonly tagCmd: Uint8Array;
   private readonly tagOffset: Float64Array;
   private readonly tagLength: Uint32Array;
+  /** The cookie's high word of the tag's request: counts the tag's requests. */
+  private readonly tagSeq: Uint32Array;
   /** A structured reply's error so far (-errno, 0: none). */
   private readonly tagError: Int32Array;
   /**
@@ -243,6 +245,7 @@ export class NbdQueue implements TargetQueue {
     this.tagCmd = new Uint8Array(depth);
     this.tagOffset = new Float64Array(depth);
     this.tagLength = new Uint32Array(depth);
+    this.tagSeq = new Uint32Array(depth);
     this.tagError = new Int32Array(depth);
     this.tagPieces = new Uint8Array(depth);
     this.pieceStart = new Float64Array(depth * MAX_PIECES);
@@ -310,12 +313,15 @@ export class NbdQueue implements TargetQueue {
     this.tagCmd[tag] = cmd;
     this.tagOffset[tag] = offset;
     this.tagLength[tag] = length;
-    // The header: magic (set once), flags, type, cookie (the tag), offset, length; big-endian.
+    // A new number per request on this tag, so that a stray reply to the tag's last request is not taken for this one's.
+    const seq = (this.tagSeq[tag] + 1) >>> 0;
+    this.tagSeq[tag] = seq;
+    // The header: magic (set once), flags, type, cookie (sequence number, tag), offset, length; big-endian.
     const v = this.view;
     const h = this.hdrAt + tag * 32;
     v.setUint16(h + 4, cmdFlags);
     v.setUint16(h + 6, cmd);
-    v.setUint32(h + 8, 0);
+    v.setUint32(h + 8, seq);
     v.setUint32(h + 12, tag);
     v.setUint32(h + 16, Math.floor(offset / 0x100000000));
     v.setUint32(h + 20, offset >>> 0);
@@ -568,7 +574,7 @@ export class NbdQueue implements TargetQueue {
 
   /** The tag a reply's cookie names; -1 (and the connection lost) when it names no request that waits for one. */
   private replyTag(hi: number, lo: number): number {
-    if (hi !== 0 || lo >= this.depth || this.tagState[lo] !== SENT) {
+    if (lo >= this.depth || this.tagState[lo] !== SENT || hi !== this.tagSeq[lo]) {
       this.protocolError(`a reply to cookie ${hi * 0x100000000 + lo}, which no request waits for`);
       return -1;
     }

@@ -325,3 +325,15 @@ t.test('a reply chunk of a type never asked for (block status to a write): the w
   t.match(c.device.stats?.(c.statsBuffers()), { nbd: [{ state: 'failed' }] }, 'the connection is dropped, as the spec requires');
   await c.close();
 });
+
+t.test('a stray reply naming a tag that now carries another request: taken for no request, the read fails', async (t) => {
+  // The server answers the write, then answers it again just before the
+  // read that reuses its tag: the stray reply (no error, no data) must not
+  // be read as the read's header, with the read's real reply as its data.
+  const port = await badServer('dup');
+  const c = await TargetClient.open(nbd, { url: `nbd://127.0.0.1:${port}/` }, { depth: 1 });
+  await c.write(0, Buffer.alloc(4 * KiB, 0x33));
+  t.equal(await result(c.read(0, 4 * KiB)), EIO);
+  t.match(c.device.stats?.(c.statsBuffers()), { nbd: [{ state: 'failed' }] }, 'the connection is dropped');
+  await c.close();
+});

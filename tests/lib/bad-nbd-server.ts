@@ -22,6 +22,10 @@
  *           answers a read of 8 KiB or more in four chunks, its quarters
  *           in the order 3rd, 1st, 4th, 2nd (legal: chunks may come in any
  *           order, the one marked DONE last)
+ *   dup     serves a 16 MiB memory export with simple replies, but sends
+ *           the reply to the connection's first request again just before
+ *           the reply to its second (a stray reply the client must not take
+ *           for the second request's, whose cookie names the same tag)
  *   unasked serves a 16 MiB memory export with structured replies, but
  *           answers a write with a block status chunk (marked DONE), a
  *           type the client never asked for
@@ -34,6 +38,8 @@ const memory = Buffer.alloc(SIZE);
 let connections = 0;
 let cut = false;
 let drops = 0;
+let firstReply: Buffer | null = null;
+let replies = 0;
 
 const DONE = 1;
 const TYPE_NONE = 0;
@@ -75,6 +81,8 @@ function serveNbd(s: Socket, structured: boolean): void {
     const h = Buffer.alloc(16);
     h.writeUInt32BE(0x67446698, 0);
     cookie.copy(h, 8);
+    if (mode === 'dup' && ++replies === 1) firstReply = h;
+    if (mode === 'dup' && replies === 2) s.write(firstReply!);
     s.write(Buffer.concat([h, data]));
   };
   s.write(Buffer.from('4e42444d4147494349484156454f50540003', 'hex')); // fixed newstyle, no zeroes
@@ -154,6 +162,7 @@ const server = createServer((s) => {
   else if (mode === 'junk') s.end('HTTP/1.1 400 Bad Request\r\n\r\n');
   else if (mode === 'greet') s.end(Buffer.from('4e42444d4147494349484156454f50540001', 'hex')); // NBDMAGIC IHAVEOPT, fixed newstyle
   else if (mode === 'cut') serveNbd(s, ++connections % 2 === 0);
+  else if (mode === 'dup') serveNbd(s, false);
   else if (mode === 'drop2' || mode === 'overlap' || mode === 'reorder' || mode === 'unasked') serveNbd(s, true);
 });
 const path = process.argv[3];
