@@ -504,7 +504,7 @@ export class NbdQueue implements TargetQueue {
             this.start += NBD_SIMPLE_REPLY_SIZE;
             const cmd = this.tagCmd[tag];
             if (cmd === NBD_CMD_READ && error === 0) {
-              if (this.structured) return this.protocolError(`a simple reply to a read (cookie ${tag}) after structured replies were agreed`);
+              if (this.structured) return this.protocolError(`a simple reply to a read (tag ${tag}) after structured replies were agreed`);
               this.pSimple = true;
               this.startPayload(tag, 0, this.tagLength[tag]);
             } else {
@@ -540,7 +540,7 @@ export class NbdQueue implements TargetQueue {
           }
           const rel = v.getUint32(at) * 0x100000000 + v.getUint32(at + 4) - this.tagOffset[tag];
           const length = this.pChunkType === NBD_REPLY_TYPE_OFFSET_DATA ? this.pChunkLength - 8 : v.getUint32(at + 8);
-          if (length === 0 || rel < 0 || rel + length > this.tagLength[tag]) return this.protocolError(`a read chunk that is empty or outside its request (cookie ${tag})`);
+          if (length === 0 || rel < 0 || rel + length > this.tagLength[tag]) return this.protocolError(`a read chunk that is empty or outside its request (tag ${tag})`);
           if (!this.cover(tag, rel, length)) return false;
           if (this.pChunkType === NBD_REPLY_TYPE_OFFSET_DATA) this.startPayload(tag, rel, length);
           else {
@@ -619,7 +619,7 @@ export class NbdQueue implements TargetQueue {
     let before = -1; // the piece that ends where this one starts
     let after = -1; // the piece that starts where this one ends
     for (let i = base; i < base + n; i++) {
-      if (rel < ends[i] && end > starts[i]) return this.protocolError(`read chunks that overlap (cookie ${tag})`);
+      if (rel < ends[i] && end > starts[i]) return this.protocolError(`read chunks that overlap (tag ${tag})`);
       if (ends[i] === rel) before = i;
       else if (starts[i] === end) after = i;
     }
@@ -632,7 +632,7 @@ export class NbdQueue implements TargetQueue {
       this.tagPieces[tag] = n;
     } else if (before >= 0) ends[before] = end;
     else if (after >= 0) starts[after] = rel;
-    else if (n === MAX_PIECES) return this.protocolError(`a read reply in more than ${MAX_PIECES} separate pieces (cookie ${tag})`);
+    else if (n === MAX_PIECES) return this.protocolError(`a read reply in more than ${MAX_PIECES} separate pieces (tag ${tag})`);
     else {
       starts[base + n] = rel;
       ends[base + n] = end;
