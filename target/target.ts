@@ -112,8 +112,8 @@ export interface TargetQueue {
   hasCompletions?(): boolean;
   /** An eventfd that signals finished IO; the queue waits on it together with new requests. */
   readonly eventFd?: number;
-  /** A CQE for an SQE this target put on the queue ring. */
-  onCqe?(lo: number, kind: number, res: number): void;
+  /** A CQE for an SQE this target put on the queue ring; flags are cqe.flags (IORING_CQE_F_MORE: a multishot SQE goes on). */
+  onCqe?(lo: number, kind: number, res: number, flags: number): void;
   /** Counters the queue's daemon may read from another thread (see Target.describeStats). */
   readonly statsBuffer?: SharedArrayBuffer;
   /** IO still in the target's hands (the queue drains it before exiting). */

@@ -486,7 +486,7 @@ export class UblkQueue implements QueueContext {
       const res = ring.cqeRes(i);
       const owner = userDataOwner(hi);
       if (owner === USER_DATA_IO_CMD) this.onIoCmd(lo, res);
-      else if (owner === USER_DATA_TARGET) this.onTargetCqe(lo, userDataKind(hi), res);
+      else if (owner === USER_DATA_TARGET) this.onTargetCqe(lo, userDataKind(hi), res, ring.cqeFlags(i));
       else this.onInternal(lo, res, ring.cqeFlags(i));
     }
     ring.cqAdvance(n);
@@ -504,9 +504,9 @@ export class UblkQueue implements QueueContext {
     }
   }
 
-  private onTargetCqe(lo: number, kind: number, res: number): void {
+  private onTargetCqe(lo: number, kind: number, res: number, flags: number): void {
     try {
-      this.target.onCqe?.(lo, kind, res);
+      this.target.onCqe?.(lo, kind, res, flags);
     } catch (e) {
       this.targetThrew('onCqe()', e);
     }

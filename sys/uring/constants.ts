@@ -45,6 +45,7 @@ export const IORING_OP_FSYNC = 3;
 export const IORING_OP_READ_FIXED = 4;
 export const IORING_OP_WRITE_FIXED = 5;
 export const IORING_OP_POLL_ADD = 6;
+export const IORING_OP_POLL_REMOVE = 7;
 export const IORING_OP_SENDMSG = 9;
 export const IORING_OP_TIMEOUT = 11;
 export const IORING_OP_FALLOCATE = 17;

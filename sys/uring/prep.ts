@@ -11,6 +11,7 @@ import {
   IORING_OP_MSG_RING,
   IORING_OP_NOP,
   IORING_OP_POLL_ADD,
+  IORING_OP_POLL_REMOVE,
   IORING_POLL_ADD_MULTI,
   IORING_OP_READ,
   IORING_OP_RECV,
@@ -112,6 +113,17 @@ export function prepPollAdd(ring: IoUring, sqe: number, fd: number, events: numb
  */
 export function prepPollMultishot(ring: IoUring, sqe: number, fd: number, events: number): void {
   prepPollAdd(ring, sqe, fd, events, IORING_POLL_ADD_MULTI);
+}
+
+/**
+ * Ends the poll whose SQE had user_data hi:lo, as io_uring_prep_poll_remove():
+ * that poll completes with -ECANCELED, this SQE with 0 or -ENOENT (it had
+ * ended already).
+ */
+export function prepPollRemove(ring: IoUring, sqe: number, lo: number, hi: number): void {
+  const w = prepRw(ring, sqe, IORING_OP_POLL_REMOVE, -1, 0, 0, 0);
+  ring.sqe32[w + (S.addr >> 2)] = lo;
+  ring.sqe32[w + (S.addr >> 2) + 1] = hi;
 }
 
 /**

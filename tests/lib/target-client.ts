@@ -10,7 +10,7 @@ import { EventFd } from '../../sys/eventfd.js';
 import { UBLK_IO_F_FUA, UBLK_IO_F_NOUNMAP, UBLK_IO_OP_DISCARD, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE, UBLK_IO_OP_WRITE_ZEROES } from '../../sys/ublk/io.js';
 import type { Target, TargetDevice } from '../../target/target.js';
 import { newQueueLatency } from '../../ublk/latency.js';
-import { newQueueStats } from '../../ublk/queue-stats.js';
+import { type QueueStatName, newQueueStats, readQueueStats } from '../../ublk/queue-stats.js';
 import { UblkQueue } from '../../ublk/queue.js';
 import { type Commit, FakeUblk } from './fake-ublk.js';
 
@@ -26,6 +26,7 @@ export class IoError extends Error {
 interface Q {
   fake: FakeUblk;
   queue: UblkQueue;
+  stats: Float64Array;
   kick: EventFd;
   run: Promise<void>;
   free: number[];
@@ -61,14 +62,15 @@ export class TargetClient {
         const fake = new FakeUblk(depth);
         const kick = new EventFd(0);
         const control = new Int32Array(new SharedArrayBuffer(4));
+        const stats = newQueueStats();
         const queue = new UblkQueue(
-          { devId: 0, qId, depth, maxIoSize, cdevFd: -1, kickFd: kick.fd, control, stats: newQueueStats(), latency: newQueueLatency(), pollMaxNs: 0 },
+          { devId: 0, qId, depth, maxIoSize, cdevFd: -1, kickFd: kick.fd, control, stats, latency: newQueueLatency(), pollMaxNs: 0 },
           asAsync,
           fake.attach,
         );
         await queue.attach(asAsync, device.queueData);
         queue.fetchAll();
-        const q: Q = { fake, queue, kick, run: Promise.resolve(), free: [], waiting: [], pending: new Map() };
+        const q: Q = { fake, queue, stats, kick, run: Promise.resolve(), free: [], waiting: [], pending: new Map() };
         for (let tag = 0; tag < depth; tag++) q.free.push(tag);
         fake.onCommit = (c) => {
           const done = q.pending.get(c.tag);
@@ -97,6 +99,11 @@ export class TargetClient {
 
   get queues(): number {
     return this.qs.length;
+  }
+
+  /** Queue qId's dispatcher counters, as `ublk stats` shows them. */
+  queueStats(qId: number): Record<QueueStatName, number> {
+    return readQueueStats(this.qs[qId].stats);
   }
 
   /** Each queue's target counters, as the daemon hands them to the target's stats(). */
