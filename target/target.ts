@@ -112,8 +112,14 @@ export interface TargetQueue {
   hasCompletions?(): boolean;
   /** An eventfd that signals finished IO; the queue waits on it together with new requests. */
   readonly eventFd?: number;
-  /** A CQE for an SQE this target put on the queue ring; flags are cqe.flags (IORING_CQE_F_MORE: a multishot SQE goes on). */
-  onCqe?(lo: number, kind: number, res: number, flags: number): void;
+  /**
+   * The eventfd is the device's, signalled for every queue's IO: the queue
+   * polls it only while it has requests in the target, so an idle queue is
+   * not woken by the others' completions.
+   */
+  readonly eventFdShared?: boolean;
+  /** A CQE for an SQE this target put on the queue ring. */
+  onCqe?(lo: number, kind: number, res: number): void;
   /** Counters the queue's daemon may read from another thread (see Target.describeStats). */
   readonly statsBuffer?: SharedArrayBuffer;
   /** IO still in the target's hands (the queue drains it before exiting). */

@@ -27,9 +27,9 @@ import {
   IOSQE_FIXED_FILE,
   POLLIN,
 } from '../sys/uring/constants.js';
-import { prepPollMultishot, prepRead, prepUringCmd, putU64, sqeSetData, sqeSetFlags } from '../sys/uring/prep.js';
+import { prepPollMultishot, prepPollRemove, prepRead, prepUringCmd, putU64, sqeSetData, sqeSetFlags } from '../sys/uring/prep.js';
 import { IoUring } from '../sys/uring/ring.js';
-import { USER_DATA_INTERNAL, USER_DATA_IO_CMD, USER_DATA_TARGET, userDataKind, userDataOwner } from '../sys/uring/user-data.js';
+import { USER_DATA_INTERNAL, USER_DATA_IO_CMD, USER_DATA_TARGET, userDataHi, userDataKind, userDataOwner } from '../sys/uring/user-data.js';
 import type { QueueContext, Target, TargetQueue } from '../target/target.js';
 import { LAT_DISCARD, LAT_FLUSH, LAT_NONE, LAT_READ, LAT_WRITE, recordLatency } from './latency.js';
 import { QS } from './queue-stats.js';
@@ -38,7 +38,8 @@ import { EAGAIN, EBUSY, EINTR, EIO } from '../sys/errno.js';
 
 // Low words of USER_DATA_INTERNAL CQEs.
 const KICK = 0; // the daemon's stop eventfd
-const TARGET_EVENT = 1; // the target's completion eventfd (a multishot poll)
+const TARGET_EVENT = 1; // the target's completion eventfd (a multishot poll; the high word's kind is its generation)
+const TARGET_EVENT_REMOVE = 2; // the removal of that poll (a shared eventfd's, when the queue goes idle)
 
 // Tag states.
 const FETCHING = 0; // a fetch or commit-and-fetch is with the kernel
@@ -185,6 +186,9 @@ export class UblkQueue implements QueueContext {
   private readonly tagLatOp: Uint8Array;
   private aborted = 0;
   private inTarget = 0;
+  /** A poll of the target's eventfd is armed (or about to be), and its generation: a removed poll's last CQE is not the current one's. */
+  private targetPolled = false;
+  private targetPollGen = 0;
   private stopRequested = false;
   /** The first error that ended the queue. */
   private failure: QueueError | null = null;
@@ -285,7 +289,8 @@ export class UblkQueue implements QueueContext {
   fetchAll(): void {
     for (let tag = 0; tag < this.depth; tag++) this.prepIoCmd(U.UBLK_U_IO_FETCH_REQ, tag, 0);
     this.armKick();
-    if (this.target.eventFd !== undefined && this.target.eventFd >= 0) this.armTargetPoll(this.target.eventFd);
+    // A shared eventfd is polled only while the queue has requests in the target (turnWork arms it).
+    if (this.target.eventFd !== undefined && this.target.eventFd >= 0 && this.target.eventFdShared !== true) this.armTargetPoll(this.target.eventFd);
     for (let i = 0; this.ring.sqPending() > 0; i++) {
       if (i >= MAX_BUSY_ENTERS) throw new QueueError(`the kernel took only part of the fetches (${this.ring.sqPending()} left)`);
       this.entered(this.ring.submit());
@@ -312,8 +317,18 @@ export class UblkQueue implements QueueContext {
    */
   private armTargetPoll(fd: number): void {
     const sqe = this.getSqe();
+    this.targetPollGen = (this.targetPollGen + 1) & 0xffff;
+    this.targetPolled = true;
     prepPollMultishot(this.ring, sqe, fd, POLLIN);
-    sqeSetData(this.ring, sqe, TARGET_EVENT, USER_DATA_INTERNAL);
+    sqeSetData(this.ring, sqe, TARGET_EVENT, userDataHi(USER_DATA_INTERNAL, this.targetPollGen));
+  }
+
+  /** Ends the poll of a shared eventfd: every signal is for some queue's IO, and this one has none out. */
+  private removeTargetPoll(): void {
+    const sqe = this.getSqe();
+    this.targetPolled = false;
+    prepPollRemove(this.ring, sqe, TARGET_EVENT, userDataHi(USER_DATA_INTERNAL, this.targetPollGen));
+    sqeSetData(this.ring, sqe, TARGET_EVENT_REMOVE, USER_DATA_INTERNAL);
   }
 
   complete(tag: number, res: number): void {
@@ -486,8 +501,8 @@ export class UblkQueue implements QueueContext {
       const res = ring.cqeRes(i);
       const owner = userDataOwner(hi);
       if (owner === USER_DATA_IO_CMD) this.onIoCmd(lo, res);
-      else if (owner === USER_DATA_TARGET) this.onTargetCqe(lo, userDataKind(hi), res, ring.cqeFlags(i));
-      else this.onInternal(lo, res, ring.cqeFlags(i));
+      else if (owner === USER_DATA_TARGET) this.onTargetCqe(lo, userDataKind(hi), res);
+      else this.onInternal(lo, userDataKind(hi), res, ring.cqeFlags(i));
     }
     ring.cqAdvance(n);
     if (this.failure !== null) return;
@@ -501,12 +516,16 @@ export class UblkQueue implements QueueContext {
       target.reap?.();
     } catch (e) {
       this.targetThrew('reap()', e);
+      return;
     }
+    // After the turn's dispatches and reap: a queue with requests in the
+    // target polls its shared eventfd, whatever ended the last poll.
+    if (target.eventFdShared === true && !this.targetPolled && this.pendingTargetIo() > 0) this.armTargetPoll(target.eventFd!);
   }
 
-  private onTargetCqe(lo: number, kind: number, res: number, flags: number): void {
+  private onTargetCqe(lo: number, kind: number, res: number): void {
     try {
-      this.target.onCqe?.(lo, kind, res, flags);
+      this.target.onCqe?.(lo, kind, res);
     } catch (e) {
       this.targetThrew('onCqe()', e);
     }
@@ -530,15 +549,22 @@ export class UblkQueue implements QueueContext {
    * target's eventfd was signalled: the reap that follows this turn
    * collects the completions; the poll is armed again only when the kernel
    * ended it (no F_MORE, after a CQ overflow), and a poll error ends the queue.
+   * A shared eventfd's poll woken with no requests in the target is removed
+   * (they were another queue's); turnWork arms it again when requests come.
+   * CQEs of a removed poll, and the removal's own, change nothing.
    */
-  private onInternal(which: number, res: number, flags: number): void {
+  private onInternal(which: number, gen: number, res: number, flags: number): void {
     if (which === KICK) {
       if (Atomics.load(this.control, 0) === QUEUE_STOP) this.stopRequested = true;
       else if (res < 0 && res !== -EAGAIN && res !== -EINTR) this.fail(new QueueError(`reading the daemon's stop eventfd: ${new SysError('read', -res).message}`));
       else this.armKick();
-    } else if (which === TARGET_EVENT) {
+    } else if (which === TARGET_EVENT && gen === this.targetPollGen && this.targetPolled) {
+      const shared = this.target.eventFdShared === true;
       if (res < 0) this.fail(new QueueError(`target ${this.targetName}: polling its completion eventfd: ${new SysError('poll', -res).message}`));
-      else if ((flags & IORING_CQE_F_MORE) === 0 && this.target.eventFd !== undefined) this.armTargetPoll(this.target.eventFd);
+      else if ((flags & IORING_CQE_F_MORE) === 0) {
+        this.targetPolled = false;
+        if (!shared) this.armTargetPoll(this.target.eventFd!);
+      } else if (shared && this.pendingTargetIo() === 0) this.removeTargetPoll();
     }
   }
 

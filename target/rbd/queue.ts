@@ -1,23 +1,16 @@
 /**
  * One queue of the rbd target (in the queue's worker thread). Requests go
  * to librbd's aio calls on the device's one image handle; librbd signals
- * finished ones on the device's eventfd, which the queue polls on its ring
- * with its ublk commands, and rbd_poll_io_events() hands them over without
- * a JS callback from librbd's threads. A completion carries (queue, tag): a
+ * finished ones on the device's eventfd, which the queue waits on with its
+ * ublk commands, and rbd_poll_io_events() hands them over without a JS
+ * callback from librbd's threads. A completion carries (queue, tag): a
  * request another queue found goes to its owner through the mailbox.
- *
- * Every signal wakes every queue polling the eventfd, so a queue polls it
- * only while it has requests in librbd: a queue without any stops at the
- * first signal that finds it so, and a device with one busy queue wakes
- * one thread per signal, not all of them.
+ * Every signal of the eventfd is for any queue's requests, so it is marked
+ * shared: a queue polls it only while it has requests in librbd.
  */
 import { EventFd } from '../../sys/eventfd.js';
 import { EBADF, EIO, EOPNOTSUPP } from '../../sys/errno.js';
 import { RbdIo } from '../../sys/rbd.js';
-import { IORING_CQE_F_MORE, POLLIN } from '../../sys/uring/constants.js';
-import { prepPollMultishot, prepPollRemove, sqeSetData } from '../../sys/uring/prep.js';
-import { USER_DATA_TARGET, userDataHi } from '../../sys/uring/user-data.js';
-import { strerror } from '../../sys/native.js';
 import {
   UBLK_IO_OP_DISCARD,
   UBLK_IO_OP_FLUSH,
@@ -48,19 +41,10 @@ export const RS = { ios: 0, errors: 1, latencySumUs: 2, latencyMaxUs: 3, SIZE: 4
 const POLL_BATCH = 64;
 /** A completion's argument: queue << TAG_BITS | tag (tags are below UBLK_MAX_QUEUE_DEPTH). */
 const TAG_BITS = 16;
-/** The queue ring SQEs of this target (user_data kinds): the eventfd's poll, and its removal. */
-const POLL = 1;
-const POLL_REMOVE = 2;
-const POLL_HI = userDataHi(USER_DATA_TARGET, POLL);
-const POLL_REMOVE_HI = userDataHi(USER_DATA_TARGET, POLL_REMOVE);
 
 export class RbdQueue implements TargetQueue {
-  /** librbd's completion eventfd (the device's: its counter is never read). */
-  private readonly notifyFd: number;
-  /** A multishot poll of notifyFd is armed on the queue ring (or about to be). */
-  private watching = false;
-  /** The user_data low word of the latest poll: CQEs of earlier, removed ones are not its. */
-  private watchGen = 0;
+  readonly eventFd: number;
+  readonly eventFdShared = true;
   readonly statsBuffer = new SharedArrayBuffer(RS.SIZE * 8);
   private readonly stats = new Float64Array(this.statsBuffer);
   private readonly ctx: QueueContext;
@@ -81,7 +65,7 @@ export class RbdQueue implements TargetQueue {
 
   constructor(ctx: QueueContext, data: RbdQueueData) {
     this.ctx = ctx;
-    this.notifyFd = data.eventFd;
+    this.eventFd = data.eventFd;
     this.io = new RbdIo(data.image, POLL_BATCH);
     this.mailbox = new Mailbox(data.mailbox, data.mailboxQueues, ctx.qId);
     this.readOnly = data.readOnly;
@@ -159,40 +143,6 @@ export class RbdQueue implements TargetQueue {
     }
     // The owners may be asleep on the eventfd already: signal it once more.
     if (forwarded) this.kick.signal();
-    // After the turn's queueIo calls (the dispatcher reaps last): a queue
-    // with requests out polls, whatever ended its last poll.
-    if (this.pending > 0 && !this.watching && !this.closing) this.watch();
-  }
-
-  /**
-   * Arms the multishot poll. The eventfd's counter is never read, so once
-   * librbd has signalled at all the poll answers at once: a completion
-   * signalled before it was armed is not missed.
-   */
-  private watch(): void {
-    const ring = this.ctx.ring;
-    const sqe = this.ctx.getSqe();
-    this.watchGen = (this.watchGen + 1) >>> 0;
-    this.watching = true;
-    prepPollMultishot(ring, sqe, this.notifyFd, POLLIN);
-    sqeSetData(ring, sqe, this.watchGen, POLL_HI);
-  }
-
-  onCqe(lo: number, kind: number, res: number, flags: number): void {
-    // The answer to a removal, or the last CQE of a poll removed.
-    if (kind !== POLL || lo !== this.watchGen || !this.watching) return;
-    if (res < 0) throw new Error(`polling librbd's completion eventfd: ${strerror(-res)}`);
-    if ((flags & IORING_CQE_F_MORE) === 0) {
-      this.watching = false; // the kernel ended it (a CQ overflow): reap() arms another
-    } else if (this.pending === 0) {
-      // Woken for another queue's requests: none of them can be this
-      // queue's (it has none out), so stop until it sends one.
-      this.watching = false;
-      const ring = this.ctx.ring;
-      const sqe = this.ctx.getSqe();
-      prepPollRemove(ring, sqe, this.watchGen, POLL_HI);
-      sqeSetData(ring, sqe, this.watchGen, POLL_REMOVE_HI);
-    }
   }
 
   private done(tag: number, res: number): void {
