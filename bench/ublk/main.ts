@@ -24,7 +24,9 @@
  * image, started once for the run and written in full first) through the
  * ublk-ts nbd target and through the kernel's nbd client (nbd-client, from
  * bench/ublk/setup), one connection per queue for both, and are compared
- * with each other; two summary lines before the last two:
+ * with each other; so is ublksrv's nbd target on the same export, to show
+ * where the C reference server stands against the kernel client; two
+ * summary lines before the last two:
  *   ublk-ts nbd / kernel nbd 4k randread QD32 IOPS ratio: <x.xx>
  *   ublk-ts nbd / kernel nbd 128k seq read QD8 MB/s ratio: <x.xx>
  * Without nbdkit (or fio's nbd engine) both lines are left out, without
@@ -34,7 +36,7 @@
  * printed); without it its lines are left out and the run says why.
  *
  * $UBLK_BENCH_BASELINE names another built ublk-ts checkout (an older
- * commit): its loop aio line runs in the same rounds as this one's, so a
+ * commit): its loop aio and nbd lines run in the same rounds as this one's, so a
  * change is measured before and after in one run, under the same noise.
  *
  * On a host whose neighbours move single runs by ±30%, one line per variant
@@ -59,7 +61,7 @@ import { hasTool, missingTool, run, sleepSync } from './exec.js';
 import { type Workload, median, runFio } from './fio.js';
 import { type NbdServer, connectKernelNbd, disconnectKernelNbd, fioNbdMissing, prefill, startNbdkit, stopNbdkit } from './nbd.js';
 import { measureStopTimes, type StopTimes } from './stop-times.js';
-import { addUblksrv, delUblksrv, diskIos, findUblksrv } from './ublksrv.js';
+import { type UblksrvTarget, addUblksrv, delUblksrv, diskIos, findUblksrv } from './ublksrv.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const UBLK = join(root, 'bin/ublk');
@@ -137,7 +139,7 @@ interface Variant {
   /** the AIO engine: completions-per-reap percentiles are reported */
   aio?: boolean;
   /** a ublksrv device of this target type (fresh per run) */
-  ublksrv?: 'loop' | 'null';
+  ublksrv?: UblksrvTarget;
   /** workloads this variant sits out */
   skip?: (w: Workload) => boolean;
 }
@@ -151,9 +153,12 @@ const NBD_DEV = '/dev/nbd0';
 /** The workloads of the NBD comparison (issue 17); the 2-job one has two connections a side (multi-conn). */
 const NBD_WORKLOADS = new Set(['randread-4k-qd32', 'read-128k-qd8', 'randread-4k-qd32-2jobs']);
 const notNbdWorkload = (w: Workload): boolean => !NBD_WORKLOADS.has(w.key);
+/** The lines that read the nbdkit export: the ublk-ts nbd target (and its baseline), ublksrv's, and the kernel client. */
+const NBD_VARIANTS = ['ublk-nbd', 'ublk-nbd-base', 'ublksrv-nbd', 'knbd'];
+const isNbdVariant = (v: Variant): boolean => NBD_VARIANTS.includes(v.key);
 /** The kernel nbd client's device: not qemu-nbd's, so a line left connected by one cannot block the other. */
 const KNBD_DEV = '/dev/nbd1';
-/** The nbdkit memory export both NBD lines read, live from before the first line to cleanup(). */
+/** The nbdkit memory export the NBD lines read, live from before the first line to cleanup(). */
 let nbdServer: NbdServer | null = null;
 const nbdSocket = join(dirname(image), 'nbd.sock');
 /** Why the NBD lines, or the kernel one, are missing (for the report), or ''. */
@@ -204,7 +209,10 @@ const VARIANTS: Variant[] = [
   { key: 'qemu-nbd', label: 'qemu-nbd + kernel nbd, qcow2', skip: notQcow2Workload },
   // NBD: one nbdkit memory export through the ublk-ts nbd target and through the kernel's nbd client.
   { key: 'ublk-nbd', label: 'ublk-ts nbd', ublk: (w) => ['-t', 'nbd', '--url', nbdServer!.url, ...qd(w)], skip: notNbdWorkload },
+  { key: 'ublk-nbd-base', label: 'ublk-ts nbd, baseline', cli: BASELINE_UBLK, ublk: (w) => ['-t', 'nbd', '--url', nbdServer!.url, ...qd(w)], skip: notNbdWorkload },
   { key: 'knbd', label: 'kernel nbd (nbd-client)', skip: notNbdWorkload },
+  // The C reference server's nbd target on the same export: how near a ublk server, C or not, comes to the kernel client.
+  { key: 'ublksrv-nbd', label: 'ublksrv nbd', ublksrv: 'nbd', skip: notNbdWorkload },
 ];
 /** ublk-ts queues, ublksrv queues and kernel nbd connections of a workload: one per fio job. */
 const queues = (w: Workload): number => (w.jobs > 1 ? 2 : 1);
@@ -212,7 +220,13 @@ function qd(w: Workload): string[] {
   return ['-q', String(queues(w)), '-d', String(depth)];
 }
 /** The line a variant is compared with in the "vs ublksrv" column. */
-const ublksrvPeer = (v: Variant): string => (v.key === 'ublk-null' || v.key === 'nullblk' || v.key === 'ublksrv-null' ? 'ublksrv-null' : 'ublksrv-loop');
+function ublksrvPeer(v: Variant): string {
+  if (v.key === 'ublk-null' || v.key === 'nullblk' || v.key === 'ublksrv-null') return 'ublksrv-null';
+  if (isNbdVariant(v)) return 'ublksrv-nbd';
+  return 'ublksrv-loop';
+}
+/** What a ublksrv target serves: the raw image, nothing, or the nbdkit export over its unix socket. */
+const ublksrvArgs: Record<UblksrvTarget, string[]> = { loop: ['-f', image], null: [], nbd: ['--unix', nbdSocket] };
 
 const pick = <T extends { key: string }>(all: T[], list: string | undefined): T[] => {
   if (list === undefined) return all;
@@ -420,7 +434,7 @@ function setUp(v: Variant, w: Workload): Device {
   }
   if (v.key === 'nullblk') return { path: nullDev };
   if (v.ublksrv !== undefined) {
-    const d = addUblksrv(UBLKSRV, UBLKSRV_ID, v.ublksrv, [...qd(w), ...(v.ublksrv === 'loop' ? ['-f', image] : [])]);
+    const d = addUblksrv(UBLKSRV, UBLKSRV_ID, v.ublksrv, [...qd(w), ...ublksrvArgs[v.ublksrv]]);
     ublksrvLive = true;
     return { path: d.path, ublksrvId: d.id, pid: d.pid };
   }
@@ -624,13 +638,13 @@ function prepareNbd(): void {
   const none = missingTool('nbdkit', 'tests/vm/setup installs it') || fioNbdMissing();
   if (none !== '') {
     nbdMissing = none;
-    return dropVariants(['ublk-nbd', 'knbd'], none);
+    return dropVariants(NBD_VARIANTS, none);
   }
   const noKernel = missingTool('nbd-client', 'bench/ublk/setup installs it') || (existsSync(KNBD_DEV) ? '' : `no ${KNBD_DEV} (the nbd module)`);
   if (noKernel !== '' && variants.some((v) => v.key === 'knbd')) {
     nbdMissing = noKernel;
     dropVariants(['knbd'], noKernel);
-    if (!variants.some((v) => v.key === 'ublk-nbd')) return;
+    if (!variants.some(isNbdVariant)) return;
   }
   const size = statSync(image).size;
   nbdServer = startNbdkit(nbdSocket, size);
@@ -640,7 +654,7 @@ function prepareNbd(): void {
   const avail = Number(/^MemAvailable:\s+(\d+)/m.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0);
   say(`export written in ${((Date.now() - t) / 1000).toFixed(0)} s; ${(avail / 1024).toFixed(0)} MiB of memory still available`);
 }
-if (variants.some((v) => v.key === 'ublk-nbd' || v.key === 'knbd')) prepareNbd();
+if (variants.some(isNbdVariant)) prepareNbd();
 
 say(`image ${image} (${(statSync(image).size / 2 ** 30).toFixed(2)} GiB on ${backing}), kernel ${kernel}, ${seconds} s per line after a ${ramp} s ramp run`);
 say(`${workloads.length} workloads x ${variants.length} variants`);
@@ -694,7 +708,7 @@ for (const w of workloads) {
       if (nbdRuns !== undefined) l.vsNbd = median(runs.map((r, i) => rate(r) / rate(nbdRuns[i])));
     }
     const knbdRuns = byVariant.get('knbd');
-    if (v.key === 'ublk-nbd' && knbdRuns !== undefined) {
+    if (isNbdVariant(v) && v.key !== 'knbd' && knbdRuns !== undefined) {
       l.vsKnbdRuns = runs.map((r, i) => rate(r) / rate(knbdRuns[i]));
       l.vsKnbd = median(l.vsKnbdRuns);
     }
@@ -765,9 +779,12 @@ if (qcow2Lines.length > 0) {
 const nbdLines = lines.filter((l) => l.vsKnbd !== undefined);
 if (nbdLines.length > 0) {
   out.push('');
-  out.push(`ublk-ts nbd against the kernel nbd client (nbd-client over netlink, scheduler none, its queue depth 128), both on one`);
-  out.push('nbdkit memory export written in full, one connection per queue, same rounds (median of the rounds\' ratios)');
-  for (const l of nbdLines) out.push(`  ${pad(wName(l.workload).label, 40)}${lpad(l.vsKnbd!.toFixed(2), 6)}${l.vsKnbdRuns!.length > 1 ? `  (${fmtRuns(l.vsKnbdRuns!, 2)})` : ''}`);
+  out.push(`ublk-ts nbd (and ublksrv nbd) against the kernel nbd client (nbd-client over netlink, scheduler none, its queue depth 128),`);
+  out.push('all on one nbdkit memory export written in full, one connection per queue, same rounds (median of the rounds\' ratios)');
+  for (const l of nbdLines) {
+    const name = `${wName(l.workload).label}, ${l.label}`;
+    out.push(`  ${pad(name, 52)}${lpad(l.vsKnbd!.toFixed(2), 6)}${l.vsKnbdRuns!.length > 1 ? `  (${fmtRuns(l.vsKnbdRuns!, 2)})` : ''}`);
+  }
 }
 const nullLines = lines.filter((l) => l.vsNullBlk !== undefined);
 if (nullLines.length > 0) {

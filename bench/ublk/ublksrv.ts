@@ -1,11 +1,14 @@
 /**
  * The C reference server, ublksrv, as the benchmarks run it: its `ublk` CLI
  * from $UBLK_UBLKSRV (the directory bench/ublksrv/build printed), which
- * execs ublk.loop / ublk.null from beside itself and forks the daemon.
+ * execs ublk.loop / ublk.null / ublk.nbd from beside itself and forks the daemon.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
+
+/** The ublksrv targets the bench runs (`ublk add -t TYPE` execs ublk.TYPE). */
+export type UblksrvTarget = 'loop' | 'null' | 'nbd';
 
 export interface UblksrvDevice {
   id: number;
@@ -37,7 +40,7 @@ export function ublksrv(bin: string, args: string[]): string {
  * scheduler ublk-ts and the kernel loop driver use (none), so that a
  * comparison is of servers, not of schedulers.
  */
-export function addUblksrv(bin: string, id: number, type: 'loop' | 'null', args: string[]): UblksrvDevice {
+export function addUblksrv(bin: string, id: number, type: UblksrvTarget, args: string[]): UblksrvDevice {
   if (existsSync(`/dev/ublkc${id}`)) throw new Error(`ublksrv: device ${id} exists already`);
   ublksrv(bin, ['add', '-t', type, '-n', String(id), ...args]);
   const pid = Number(/daemon pid (\d+)/.exec(ublksrv(bin, ['list', '-n', String(id)]))?.[1]);
