@@ -13,13 +13,16 @@
  *
  *   node dist/bench/ublk/profile.js --image IMG [--seconds 10] [--out DIR]
  *        [--variants aio,uring,null] [--steps cpuprof,strace,perf]
+ * (variants: aio, aio-poll, uring, null, nbd and ublksrv-loop, ublksrv-null,
+ * ublksrv-nbd; the nbd ones need nbdkit and fio's nbd engine)
  */
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, rmSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { addUblksrv, delUblksrv, diskIos, findUblksrv } from './ublksrv.js';
+import { type NbdServer, prefill, startNbdkit, stopNbdkit } from './nbd.js';
+import { type UblksrvTarget, addUblksrv, delUblksrv, diskIos, findUblksrv } from './ublksrv.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const UBLK = join(root, 'bin/ublk');
@@ -44,16 +47,20 @@ const steps = values.steps!.split(',');
 const say = (s: string): void => void process.stderr.write(`bench-ublk profile: ${s}\n`);
 mkdirSync(out, { recursive: true });
 
+/** The nbd variants read an nbdkit memory export of the image's size, started (and written in full) when one is asked for. */
+const nbdSocket = join(out, 'nbd.sock');
 const addArgs: Record<string, string[]> = {
+  nbd: ['-t', 'nbd', '--url', `nbd+unix:///?socket=${nbdSocket}`],
   aio: ['-t', 'loop', '-f', image, '--engine', 'aio'],
   'aio-poll': ['-t', 'loop', '-f', image, '--engine', 'aio', '--poll-max-ns', '50000'],
   uring: ['-t', 'loop', '-f', image, '--engine', 'uring'],
   null: ['-t', 'null', '-s', '1G'],
 };
 /** ublksrv variants: strace and perf (no counters, no JavaScript). */
-const ublksrvArgs: Record<string, ['loop' | 'null', string[]]> = {
+const ublksrvArgs: Record<string, [UblksrvTarget, string[]]> = {
   'ublksrv-loop': ['loop', ['-f', image]],
   'ublksrv-null': ['null', []],
+  'ublksrv-nbd': ['nbd', ['--unix', nbdSocket]],
 };
 
 function ublk(args: string[], env: NodeJS.ProcessEnv = process.env): string {
@@ -298,6 +305,14 @@ function perfProfile(label: string, path: string, daemon?: { pid: number; js: bo
 const variants = values.variants!.split(',');
 for (const v of variants) if (!(v in addArgs) && !(v in ublksrvArgs)) throw new Error(`unknown variant ${v}`);
 const ours = variants.filter((v) => v in addArgs);
+let nbdServer: NbdServer | null = null;
+if (variants.some((v) => v === 'nbd' || v === 'ublksrv-nbd')) {
+  const size = statSync(image).size;
+  nbdServer = startNbdkit(nbdSocket, size);
+  process.on('exit', () => stopNbdkit(nbdServer!));
+  say('writing the nbdkit memory export in full');
+  prefill(nbdServer, size);
+}
 if (steps.includes('cpuprof')) for (const v of ours) await cpuProfile(v);
 if (steps.includes('strace')) for (const v of variants) straceCount(v);
 if (steps.includes('perf')) {
