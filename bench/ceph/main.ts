@@ -77,6 +77,10 @@ interface Client {
 
 const rbd = (...args: string[]): string => run('rbd', ['-c', conf, ...args]).trim();
 
+/** The cluster's configuration with librbd's cache off, for the librbd line (see the header). */
+const noCacheConf = join(dirname(conf), 'bench-no-cache.conf');
+writeFileSync(noCacheConf, `${readFileSync(conf, 'utf8')}\n[client]\nrbd cache = false\n`);
+
 /** fio on block device `dev` (scheduler none, as ublk-ts sets it), taken down by `detach`. */
 const blockDevice = (dev: string, detach: (dev: string) => void): Attached => {
   writeFileSync(`/sys/block/${basename(dev)}/queue/scheduler`, 'none');
@@ -104,15 +108,11 @@ const clients: Client[] = [
     // writing through as the other two do (see the header).
     key: 'librbd',
     label: 'fio rbd, librbd no cache',
-    attach() {
-      const cephConf = join(dirname(conf), 'bench-no-cache.conf');
-      writeFileSync(cephConf, `${readFileSync(conf, 'utf8')}\n[client]\nrbd cache = false\n`);
-      return {
-        fio: ['--ioengine=rbd', `--pool=${IMAGE.split('/')[0]}`, `--rbdname=${IMAGE.split('/')[1]}`, '--clientname=admin'],
-        cephConf,
-        detach: () => undefined,
-      };
-    },
+    attach: () => ({
+      fio: ['--ioengine=rbd', `--pool=${IMAGE.split('/')[0]}`, `--rbdname=${IMAGE.split('/')[1]}`, '--clientname=admin'],
+      cephConf: noCacheConf,
+      detach: () => undefined,
+    }),
   },
 ];
 

@@ -53,7 +53,7 @@ export class RbdQueue implements TargetQueue {
   private readonly readOnly: boolean;
   private readonly drainMs: number;
   private readonly argBase: number;
-  /** Wakes the owners of requests this queue found (the same eventfd: every queue polls it). */
+  /** Wakes the owners of requests this queue found (the same eventfd, which a queue with requests in librbd polls). */
   private readonly kick: EventFd;
   /** performance.now() when each tag went to librbd. */
   private readonly started: Float64Array;
