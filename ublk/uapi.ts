@@ -39,7 +39,7 @@ export const UBLK_F_CMD_IOCTL_ENCODE = 1 << 6;
 export const UBLK_F_USER_COPY = 1 << 7;
 export const UBLK_F_ZONED = 1 << 8;
 
-/** Feature names in bit order, as `ublk features` prints them. */
+/** Feature names in bit order, as `ublk features` prints them (a later bit prints as `bitN`). */
 export const UBLK_FEATURE_NAMES: readonly string[] = [
   'ZERO_COPY',
   'COMP_IN_TASK',
@@ -51,6 +51,11 @@ export const UBLK_FEATURE_NAMES: readonly string[] = [
   'USER_COPY',
   'ZONED',
   'USER_RECOVERY_FAIL_IO',
+  'UPDATE_SIZE', // 6.16
+  'AUTO_BUF_REG',
+  'QUIESCE',
+  'PER_IO_DAEMON',
+  'BUF_REG_OFF_DAEMON', // 6.17
 ];
 
 // ublksrv_ctrl_dev_info.state

@@ -25,8 +25,13 @@ export interface ListedDevice {
   failed: { reason: string; at: string } | null;
 }
 
+/** A name per bit set in `flags` (a u64 the kernel fills; bits this build has no name for are `bitN`). */
 export function flagNames(flags: number): string[] {
-  return UBLK_FEATURE_NAMES.filter((_, bit) => flags & (1 << bit));
+  const names: string[] = [];
+  for (let bit = 0, rest = flags; rest > 0; bit++, rest = Math.floor(rest / 2)) {
+    if (rest % 2 === 1) names.push(UBLK_FEATURE_NAMES[bit] ?? `bit${bit}`);
+  }
+  return names;
 }
 
 export async function listDevices(only?: number): Promise<ListedDevice[]> {
