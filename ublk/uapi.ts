@@ -51,11 +51,11 @@ export const UBLK_FEATURE_NAMES: readonly string[] = [
   'USER_COPY',
   'ZONED',
   'USER_RECOVERY_FAIL_IO',
-  'UPDATE_SIZE', // 6.16
+  'UPDATE_SIZE',
   'AUTO_BUF_REG',
   'QUIESCE',
   'PER_IO_DAEMON',
-  'BUF_REG_OFF_DAEMON', // 6.17
+  'BUF_REG_OFF_DAEMON',
 ];
 
 // ublksrv_ctrl_dev_info.state
