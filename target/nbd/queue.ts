@@ -14,8 +14,10 @@
  * payload that has not arrived yet is received straight into its tag
  * buffer instead. While a large read waits for its reply, the staging
  * RECV takes no more than a reply's header, so that its payload is not
- * received into staging and copied again. A reply's data is copied with
- * memcpy: nothing is allocated per request.
+ * received into staging and copied again; and what the socket holds then
+ * is taken at once with non-blocking recv(2) calls, not a RECV per header
+ * and per payload. A reply's data is copied with memcpy: nothing is
+ * allocated per request.
  *
  * When the connection fails (the server closed it, a send or receive
  * failed, or no reply came for `timeoutMs` while requests waited), the
@@ -25,7 +27,7 @@
  */
 import * as native from '../../sys/native.js';
 import { NativeMemory } from '../../sys/memory.js';
-import { type StreamAddress, MSG_NOSIGNAL, MSG_WAITALL, UIO_MAXIOV, connectStream, setTimeouts, shutdownStream, struct_iovec, struct_msghdr, sendAll } from '../../sys/socket.js';
+import { type StreamAddress, MSG_DONTWAIT, MSG_NOSIGNAL, MSG_WAITALL, UIO_MAXIOV, connectStream, setTimeouts, shutdownStream, struct_iovec, struct_msghdr, sendAll } from '../../sys/socket.js';
 import { kernel_timespec } from '../../sys/uring/layout.js';
 import { prepRecv, prepSendmsg, prepTimeout, putU64, sqeSetData } from '../../sys/uring/prep.js';
 import { USER_DATA_TARGET, userDataHi } from '../../sys/uring/user-data.js';
@@ -62,7 +64,7 @@ import {
   nbdErrno,
   request,
 } from './protocol.js';
-import { EBADF, EIO, EOPNOTSUPP } from '../../sys/errno.js';
+import { EAGAIN, EBADF, EIO, EOPNOTSUPP } from '../../sys/errno.js';
 
 
 /** What every queue gets from the daemon's open() (see index.ts). */
@@ -114,6 +116,8 @@ const STAGING = 64 * 1024;
 const DIRECT_MIN = 16 * 1024;
 /** The most a reply's header takes before its payload: a structured data chunk's header and offset (20 + 8). */
 const HEADER_PEEK = 28;
+/** Non-blocking receives in a row, at most, before the rest is left to a RECV on the ring (recvNow()). */
+const RECV_NOW_MAX = 16;
 /** Separate pieces a read's reply may be in at once (chunks may come in any order; touching ones merge). */
 const MAX_PIECES = 16;
 /** Requests per SENDMSG: two iovecs each (header, write data). */
@@ -215,8 +219,10 @@ export class NbdQueue implements TargetQueue {
   /** Staging bytes [start, end) not parsed yet. */
   private start = 0;
   private end = 0;
-  /** The armed RECV goes into a tag buffer, not the staging buffer. */
+  /** The next receive goes into a tag buffer, not the staging buffer (placeRecv()). */
   private direct = false;
+  private rxAt = 0;
+  private rxLen = 0;
 
   constructor(ctx: QueueContext, data: NbdQueueData) {
     this.ctx = ctx;
@@ -389,27 +395,34 @@ export class NbdQueue implements TargetQueue {
   /** The RECV that is always armed while connected: into the staging buffer, or a large payload's tag buffer. */
   private armRecv(): void {
     if (this.state !== CONN_UP || this.receiving) return;
+    this.placeRecv();
     const ring = this.ctx.ring;
     const sqe = this.ctx.getSqe();
-    if (this.pState === P_DATA && this.start === this.end && this.pRemaining >= DIRECT_MIN) {
-      this.direct = true;
-      prepRecv(ring, sqe, this.fd, this.ctx.bufferAddr(this.pTag) + this.pDst, this.pRemaining, MSG_WAITALL);
-    } else {
-      this.direct = false;
-      // Keep what is not parsed yet at the start: the longest thing parsed in one piece is 20 bytes.
-      if (this.start === this.end) this.start = this.end = 0;
-      else if (this.start > 0) {
-        this.staging.copyWithin(0, this.start, this.end);
-        this.end -= this.start;
-        this.start = 0;
-      }
-      // Without MSG_WAITALL: it ends with whatever has arrived, a header cut short included.
-      const room = this.bigReads > 0 && (this.pState === P_HEADER || this.pState === P_META) ? Math.min(HEADER_PEEK, STAGING - this.end) : STAGING - this.end;
-      prepRecv(ring, sqe, this.fd, this.stagingAt + this.end, room, 0);
-    }
+    prepRecv(ring, sqe, this.fd, this.rxAt, this.rxLen, this.direct ? MSG_WAITALL : 0);
     sqeSetData(ring, sqe, this.gen, RECV_HI);
     this.sqes++;
     this.receiving = true;
+  }
+
+  /** Where the next receive goes (rxAt, rxLen, direct): a large payload's tag buffer, or the staging buffer. */
+  private placeRecv(): void {
+    if (this.pState === P_DATA && this.start === this.end && this.pRemaining >= DIRECT_MIN) {
+      this.direct = true;
+      this.rxAt = this.ctx.bufferAddr(this.pTag) + this.pDst;
+      this.rxLen = this.pRemaining;
+      return;
+    }
+    this.direct = false;
+    // Keep what is not parsed yet at the start: the longest thing parsed in one piece is 20 bytes.
+    if (this.start === this.end) this.start = this.end = 0;
+    else if (this.start > 0) {
+      this.staging.copyWithin(0, this.start, this.end);
+      this.end -= this.start;
+      this.start = 0;
+    }
+    // Not all of it (no MSG_WAITALL): a receive ends with whatever has arrived, a header cut short included.
+    this.rxAt = this.stagingAt + this.end;
+    this.rxLen = this.bigReads > 0 && (this.pState === P_HEADER || this.pState === P_META) ? Math.min(HEADER_PEEK, STAGING - this.end) : STAGING - this.end;
   }
 
   /** A tick every TICK_MS while requests are out: the bound on a server that stops answering. */
@@ -456,7 +469,14 @@ export class NbdQueue implements TargetQueue {
     }
     // RECV
     this.receiving = false;
-    if (res <= 0) return this.lost(res === 0 ? 'the server closed the connection' : `recv: ${native.strerror(-res)}`);
+    if (res <= 0) return this.recvFailed(res);
+    if (!this.received(res)) return; // lost() said why
+    if (!this.recvNow()) return;
+    this.armRecv();
+  }
+
+  /** A receive brought `res` bytes where placeRecv() said; false when the connection was lost. */
+  private received(res: number): boolean {
     this.progress++;
     this.stats[NS.receivedBytes] += res;
     if (this.direct) {
@@ -464,8 +484,34 @@ export class NbdQueue implements TargetQueue {
       this.pRemaining -= res;
       if (this.pRemaining === 0) this.payloadDone();
     } else this.end += res;
-    if (!this.parse()) return; // lost() said why
-    this.armRecv();
+    return this.parse();
+  }
+
+  /**
+   * While large reads wait, what the socket holds already is received now
+   * with non-blocking recv(2) calls, a header and then its payload straight
+   * into the tag buffer, instead of by RECVs on the ring: each of those
+   * takes one io_uring_enter and turn, and a large read's reply needs two.
+   * The requests answered complete in this turn (ublksrv's nbd target
+   * receives the same way). What has not arrived is left to armRecv().
+   * False when the connection was lost.
+   */
+  private recvNow(): boolean {
+    for (let i = 0; i < RECV_NOW_MAX && this.bigReads > 0; i++) {
+      this.placeRecv();
+      const res = native.recv(this.fd, this.rxAt, this.rxLen, MSG_DONTWAIT);
+      if (res === -EAGAIN) return true;
+      if (res <= 0) {
+        this.recvFailed(res);
+        return false;
+      }
+      if (!this.received(res)) return false;
+    }
+    return true;
+  }
+
+  private recvFailed(res: number): void {
+    this.lost(res === 0 ? 'the server closed the connection' : `recv: ${native.strerror(-res)}`);
   }
 
   private onTick(): void {
