@@ -15,6 +15,7 @@ import { describeError } from './errors.js';
 import { linkDevice, unlinkDevice } from './dev-links.js';
 import { sdNotify } from './sd-notify.js';
 import { endSpareWorkers } from '../ublk/spare-workers.js';
+import { tuneDaemonJit } from './jit.js';
 
 export interface DaemonOptions extends DeviceOptions {
   /** The target as the user named it (shown by `ublk list`). */
@@ -75,6 +76,7 @@ async function holder(ctrl: UblkControl, held: string, options: DaemonOptions): 
 
 /** Runs until the device is stopped; resolves with the process exit code. */
 export async function runDaemon(options: DaemonOptions, hooks: DaemonHooks): Promise<number> {
+  tuneDaemonJit(); // for `--foreground`, where this process is the daemon
   let dev: Device;
   let exclusive: string[] = [];
   try {

@@ -6,6 +6,7 @@
 import { closeSync, writeSync } from 'node:fs';
 import { startSpareWorkers } from '../ublk/spare-workers.js';
 import type { DaemonOptions } from './daemon.js';
+import { tuneDaemonJit } from './jit.js';
 
 const READY_FD = 3;
 
@@ -19,6 +20,7 @@ function report(message: unknown): void {
 }
 
 const options = JSON.parse(process.argv[2]) as DaemonOptions;
+tuneDaemonJit(); // before any queue thread starts
 // The queue threads load their modules while this thread loads the daemon's (spare-workers.ts).
 startSpareWorkers(options.queues, options.targetModule);
 const { runDaemon } = await import('./daemon.js');

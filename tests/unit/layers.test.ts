@@ -67,7 +67,7 @@ t.test('ublk list loads none of add\'s modules (a short command starts in its mo
 
 t.test('the daemon starts its queue threads before loading its own modules, and loads no command-line parser', async (t) => {
   const entry = startupGraph('tools/ublk-daemon.ts');
-  t.same(entry.files.sort(), ['tools/ublk-daemon.ts', 'ublk/spare-workers.ts'], 'the entry loads the spare workers alone, then daemon.ts');
+  t.same(entry.files.sort(), ['tools/jit.ts', 'tools/ublk-daemon.ts', 'ublk/spare-workers.ts'], 'the entry loads the spare workers and the V8 setting alone, then daemon.ts');
   t.same(entry.packages.filter((p) => !p.startsWith('node:')), [], 'and no package');
   const daemon = startupGraph('tools/daemon.ts');
   t.ok(daemon.files.includes('ublk/queue-pool.ts'), 'daemon.ts loads the device and its queue pool');
