@@ -21,7 +21,7 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, realpathSync, rmSync,
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { prefill, startNbdkit, stopNbdkit } from './nbd.js';
+import { type NbdServer, prefill, startNbdkit, stopNbdkit } from './nbd.js';
 import { type UblksrvTarget, addUblksrv, delUblksrv, diskIos, findUblksrv } from './ublksrv.js';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -316,10 +316,11 @@ function perfProfile(label: string, path: string, daemon?: { pid: number }): voi
 const variants = values.variants!.split(',');
 for (const v of variants) if (!(v in addArgs) && !(v in ublksrvArgs)) throw new Error(`unknown variant ${v}`);
 const ours = variants.filter((v) => v in addArgs);
+let nbdServer: NbdServer | null = null;
 if (variants.some((v) => v === 'nbd' || v === 'ublksrv-nbd')) {
   const size = statSync(image).size;
-  const nbdServer = startNbdkit(nbdSocket, size);
-  process.on('exit', () => stopNbdkit(nbdServer));
+  nbdServer = startNbdkit(nbdSocket, size);
+  process.on('exit', () => stopNbdkit(nbdServer!));
   say('writing the nbdkit memory export in full');
   prefill(nbdServer, size);
 }
@@ -357,3 +358,5 @@ if (steps.includes('perf')) {
     }
   }
 }
+// The nbdkit child keeps the event loop alive: 'exit' would never come.
+if (nbdServer !== null) stopNbdkit(nbdServer);
