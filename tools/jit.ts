@@ -12,8 +12,9 @@
  *
  * Only the daemon process (the detached one, or `ublk add --foreground`)
  * sets it: V8 flags are the whole process's, and a program that calls
- * createDevice() keeps its own. It must be set before the queue threads
- * load their modules: a function's budget is fixed when its closure is made.
+ * createDevice() keeps its own. It is set before the queue threads start:
+ * set after a worker thread had loaded its code, it did not change when
+ * that code was optimized (tried with Node 20).
  */
 import { setFlagsFromString } from 'node:v8';
 
