@@ -14,10 +14,10 @@
  * payload that has not arrived yet is received straight into its tag
  * buffer instead. While a large read waits for its reply, the staging
  * RECV takes no more than a reply's header, so that its payload is not
- * received into staging and copied again; and what the socket holds then
- * is taken at once with non-blocking recv(2) calls, not a RECV per header
- * and per payload. A reply's data is copied with memcpy: nothing is
- * allocated per request.
+ * received into staging and copied again. After each RECV, what the
+ * socket holds already is taken with non-blocking recv(2) calls, not one
+ * more RECV and turn per header and per payload. A reply's data is copied
+ * with memcpy: nothing is allocated per request.
  *
  * When the connection fails (the server closed it, a send or receive
  * failed, or no reply came for `timeoutMs` while requests waited), the
@@ -488,16 +488,17 @@ export class NbdQueue implements TargetQueue {
   }
 
   /**
-   * While large reads wait, what the socket holds already is received now
-   * with non-blocking recv(2) calls, a header and then its payload straight
-   * into the tag buffer, instead of by RECVs on the ring: each of those
-   * takes one io_uring_enter and turn, and a large read's reply needs two.
-   * The requests answered complete in this turn (ublksrv's nbd target
-   * receives the same way). What has not arrived is left to armRecv().
-   * False when the connection was lost.
+   * While replies are due, what the socket holds already is received now
+   * with non-blocking recv(2) calls, where placeRecv() says (a large
+   * read's header, then its payload straight into the tag buffer), instead
+   * of by RECVs on the ring: each of those takes one io_uring_enter and
+   * turn, and a large read's reply needs two. The requests answered
+   * complete in this turn (ublksrv's nbd target receives the same way).
+   * What has not arrived is left to armRecv(). False when the connection
+   * was lost.
    */
   private recvNow(): boolean {
-    for (let i = 0; i < RECV_NOW_MAX && this.bigReads > 0; i++) {
+    for (let i = 0; i < RECV_NOW_MAX && this.outstanding > 0; i++) {
       this.placeRecv();
       const res = native.recv(this.fd, this.rxAt, this.rxLen, MSG_DONTWAIT);
       if (res === -EAGAIN) return true;
