@@ -246,6 +246,10 @@ export class NbdQueue implements TargetQueue {
     this.u32 = new Uint32Array(this.mem.buffer);
     this.staging = new Uint8Array(this.mem.buffer, stagingAt, STAGING);
     for (let tag = 0; tag < depth; tag++) this.view.setUint32(tag * 32, NBD_REQUEST_MAGIC);
+    // The SENDMSG's msghdr: always our iovec array, no name, no control; send() sets msg_iovlen.
+    const m = this.msgAt >> 2;
+    this.u32.fill(0, m, m + struct_msghdr.SIZE / 4);
+    putU64(this.u32, m + struct_msghdr.msg_iov / 4, this.mem.addr + this.iovAt);
     this.setTimespec(this.tickTs, TICK_MS);
     this.tagState = new Uint8Array(depth);
     this.tagCmd = new Uint8Array(depth);
@@ -378,10 +382,8 @@ export class NbdQueue implements TargetQueue {
         bytes += len;
       }
     }
-    const m = this.msgAt >> 2;
-    u32.fill(0, m, m + struct_msghdr.SIZE / 4);
-    putU64(u32, m + struct_msghdr.msg_iov / 4, base + this.iovAt);
-    putU64(u32, m + struct_msghdr.msg_iovlen / 4, n);
+    // The msghdr's other fields were set once (constructor).
+    putU64(u32, (this.msgAt + struct_msghdr.msg_iovlen) >> 2, n);
     const ring = this.ctx.ring;
     const sqe = this.ctx.getSqe();
     prepSendmsg(ring, sqe, this.fd, base + this.msgAt, MSG_WAITALL | MSG_NOSIGNAL);
@@ -500,7 +502,7 @@ export class NbdQueue implements TargetQueue {
   private recvNow(): boolean {
     for (let i = 0; i < RECV_NOW_MAX && this.outstanding > 0; i++) {
       this.placeRecv();
-      const res = native.recv(this.fd, this.rxAt, this.rxLen, MSG_DONTWAIT);
+      const res = native.recvAt(this.fd, this.rxAt, this.rxLen, MSG_DONTWAIT);
       if (res === -EAGAIN) return true;
       if (res <= 0) {
         this.recvFailed(res);
