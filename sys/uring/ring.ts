@@ -63,6 +63,8 @@ export class IoUring {
 
   /** Our SQ tail: SQEs handed out but maybe not yet published. */
   private sqeTail = 0;
+  /** SQEs getSqe() can hand out without reading the kernel's head again (a lower bound of sqSpace()). */
+  private sqFree = 0;
   /** Our CQ head: CQEs before it were consumed. */
   private cqHead = 0;
 
@@ -149,7 +151,14 @@ export class IoUring {
    * first). Builders in prep.ts take this index.
    */
   getSqe(): number {
-    if (this.sqSpace() === 0) return -1;
+    // The kernel's head only moves forward, so space counted at the last
+    // look is there still: look again (an Atomics.load, a call into V8's
+    // runtime) only when that is used up.
+    if (this.sqFree === 0) {
+      this.sqFree = this.sqSpace();
+      if (this.sqFree === 0) return -1;
+    }
+    this.sqFree--;
     const idx = this.sqeTail & this.sqMask;
     this.sqeTail = (this.sqeTail + 1) >>> 0;
     const sqe32 = this.sqe32;
