@@ -41,7 +41,7 @@
  *
  * On a host whose neighbours move single runs by ±30%, one line per variant
  * cannot settle a 10% question: every workload runs its variants in rounds
- * (all variants, then all again), --repeat times, and the 4k randread QD32
+ * (all variants, then all again in reverse order), --repeat times, and the 4k randread QD32
  * workload, whose ratio is the goal, --headline-repeat times. A line shows the
  * median run (its counters are that run's), the spread of the runs, and the
  * median of the per-round ratios to the kernel loop line of the same round.
@@ -675,7 +675,10 @@ for (const w of workloads) {
   const here = variants.filter((v) => v.skip?.(w) !== true);
   const byVariant = new Map<string, Line[]>(here.map((v) => [v.key, []]));
   for (let round = 1; round <= rounds; round++) {
-    for (const v of here) {
+    // Even rounds run the lines in reverse (A B C, C B A, …): a line that
+    // suffers from following another one, or from a slow drift of the host,
+    // does not always get the same neighbour or place.
+    for (const v of round % 2 === 1 ? here : [...here].reverse()) {
       const t = Date.now();
       const l = runLine(v, w);
       byVariant.get(v.key)!.push(l);
