@@ -74,6 +74,9 @@ export interface TargetDevice extends TargetDescription {
 }
 
 /** What a queue worker gives its target. */
+/** Bytes of QueueContext.scratch. */
+export const SCRATCH_BYTES = 64 * 1024;
+
 export interface QueueContext {
   readonly devId: number;
   readonly qId: number;
@@ -86,6 +89,20 @@ export interface QueueContext {
   bufferAddr(tag: number): number;
   /** The same buffer as bytes (maxIoSize long, created once). */
   buffer(tag: number): Uint8Array;
+  /**
+   * SCRATCH_BYTES of the target's own (a receive buffer, say), at native
+   * address scratchAddr, in the same mapping as the tag buffers (after
+   * them): copyFromScratch() moves bytes from it into a tag's buffer. It
+   * lives as long as the queue's ring, so SQEs may still write there.
+   */
+  readonly scratch: Uint8Array;
+  readonly scratchAddr: number;
+  /**
+   * Copies n bytes at scratch[from] to tag's buffer at `offset`. A V8
+   * builtin on one ArrayBuffer: no native call, nothing allocated (a native
+   * memcpy's two addresses above 2^31 are two new HeapNumbers every call).
+   */
+  copyFromScratch(tag: number, offset: number, from: number, n: number): void;
   /** Ends request `tag` with bytes done or -errno. Exactly once per queueIo that returned undefined. */
   complete(tag: number, res: number): void;
   /** An SQE on the queue ring (submitting first if the SQ is full); throws a QueueError if the ring takes none. */

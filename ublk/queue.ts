@@ -30,7 +30,7 @@ import {
 import { prepPollMultishot, prepPollRemove, prepRead, prepUringCmd, putU64, sqeSetData, sqeSetFlags } from '../sys/uring/prep.js';
 import { IoUring } from '../sys/uring/ring.js';
 import { USER_DATA_INTERNAL, USER_DATA_IO_CMD, USER_DATA_TARGET, userDataHi, userDataKind, userDataOwner } from '../sys/uring/user-data.js';
-import type { QueueContext, Target, TargetQueue } from '../target/target.js';
+import { SCRATCH_BYTES, type QueueContext, type Target, type TargetQueue } from '../target/target.js';
 import { LAT_DISCARD, LAT_FLUSH, LAT_NONE, LAT_READ, LAT_WRITE, recordLatency } from './latency.js';
 import { QS } from './queue-stats.js';
 import * as U from './uapi.js';
@@ -165,8 +165,13 @@ export class UblkQueue implements QueueContext {
   private readonly desc: Uint32Array;
   private readonly bufMem: NativeMemory;
   private readonly buffers: Uint8Array[] = [];
+  /** All of bufMem: the tag buffers, then the scratch area. */
+  private readonly bufBytes: Uint8Array;
+  private readonly scratchAt: number;
+  readonly scratch: Uint8Array;
+  readonly scratchAddr: number;
   /** The 8-byte landing spot for the kick eventfd's read. */
-  private readonly scratch: NativeMemory;
+  private readonly kickBuf: NativeMemory;
   private readonly tagState: Uint8Array;
   /** Op and length of the request each tag holds, to check the target's result. */
   private readonly tagOp: Uint8Array;
@@ -224,12 +229,17 @@ export class UblkQueue implements QueueContext {
     try {
       this.kernel = kernel !== undefined ? kernel(this.ring) : new UblkCharDevice(this.ring, opts.cdevFd, this.devId, this.qId, this.depth);
       this.desc = this.kernel.desc;
-      // depth × max IO size (64 MiB at the defaults): only the pages requests touch take RAM.
-      this.bufMem = NativeMemory.anonymous(this.depth * this.maxIoSize);
+      // depth × max IO size (64 MiB at the defaults), then the target's
+      // scratch area: only the pages requests touch take RAM.
+      this.scratchAt = this.depth * this.maxIoSize;
+      this.bufMem = NativeMemory.anonymous(this.scratchAt + SCRATCH_BYTES);
       for (let t = 0; t < this.depth; t++) {
         this.buffers.push(new Uint8Array(this.bufMem.buffer, t * this.maxIoSize, this.maxIoSize));
       }
-      this.scratch = NativeMemory.aligned(8, 8);
+      this.bufBytes = new Uint8Array(this.bufMem.buffer);
+      this.scratch = new Uint8Array(this.bufMem.buffer, this.scratchAt, SCRATCH_BYTES);
+      this.scratchAddr = this.bufMem.addr + this.scratchAt;
+      this.kickBuf = NativeMemory.aligned(8, 8);
     } catch (e) {
       this.ring.close();
       throw e;
@@ -251,6 +261,11 @@ export class UblkQueue implements QueueContext {
 
   buffer(tag: number): Uint8Array {
     return this.buffers[tag];
+  }
+
+  copyFromScratch(tag: number, offset: number, from: number, n: number): void {
+    const at = this.scratchAt + from;
+    this.bufBytes.copyWithin(tag * this.maxIoSize + offset, at, at + n);
   }
 
   getSqe(): number {
@@ -306,7 +321,7 @@ export class UblkQueue implements QueueContext {
   /** A read of the daemon's kick eventfd: it completes when the daemon signals (rarely: a stop). */
   private armKick(): void {
     const sqe = this.getSqe();
-    prepRead(this.ring, sqe, this.kickFd, this.scratch.addr, 8, 0);
+    prepRead(this.ring, sqe, this.kickFd, this.kickBuf.addr, 8, 0);
     sqeSetData(this.ring, sqe, KICK, USER_DATA_INTERNAL);
   }
 
@@ -650,7 +665,7 @@ export class UblkQueue implements QueueContext {
       this.ring.close();
       this.kernel.close();
       this.bufMem.free();
-      this.scratch.free();
+      this.kickBuf.free();
     }
   }
 }

@@ -10,14 +10,15 @@
  *
  * Receives: one RECV is always armed while connected. Replies (simple, or
  * structured chunks when the server offered them) are parsed out of a
- * staging buffer, so one RECV brings many small replies; a large read
+ * staging buffer (the queue's scratch area), so one RECV brings many small
+ * replies; a large read
  * payload that has not arrived yet is received straight into its tag
  * buffer instead. While a large read waits for its reply, the staging
  * RECV takes no more than a reply's header, so that its payload is not
  * received into staging and copied again. After each RECV, what the
  * socket holds already is taken with non-blocking recv(2) calls, not one
  * more RECV and turn per header and per payload. A reply's data is copied
- * with memcpy: nothing is allocated per request.
+ * from staging with ctx.copyFromScratch(): nothing is allocated per request.
  *
  * When the connection fails (the server closed it, a send or receive
  * failed, or no reply came for `timeoutMs` while requests waited), the
@@ -32,7 +33,7 @@ import { kernel_timespec } from '../../sys/uring/layout.js';
 import { prepRecv, prepSendmsg, prepTimeout, putU64, sqeSetData } from '../../sys/uring/prep.js';
 import { USER_DATA_TARGET, userDataHi } from '../../sys/uring/user-data.js';
 import { UBLK_IO_F_FUA, UBLK_IO_F_NOUNMAP, UBLK_IO_OP_DISCARD, UBLK_IO_OP_FLUSH, UBLK_IO_OP_READ, UBLK_IO_OP_WRITE, UBLK_IO_OP_WRITE_ZEROES } from '../../sys/ublk/io.js';
-import type { QueueContext, TargetQueue } from '../target.js';
+import { SCRATCH_BYTES, type QueueContext, type TargetQueue } from '../target.js';
 import {
   NBD_CMD_DISC,
   NBD_CMD_FLAG_FUA,
@@ -111,7 +112,7 @@ const P_META = 1; // a chunk's offset (and hole size, or error code)
 const P_DATA = 2; // payload into the tag's buffer
 const P_SKIP = 3; // payload nobody needs (an error chunk's message)
 
-const STAGING = 64 * 1024;
+const STAGING = SCRATCH_BYTES;
 /** A payload at least this long that has not arrived is received into its tag buffer directly. */
 const DIRECT_MIN = 16 * 1024;
 /** The most a reply's header takes before its payload: a structured data chunk's header and offset (20 + 8). */
@@ -170,7 +171,7 @@ export class NbdQueue implements TargetQueue {
   /** Reads of DIRECT_MIN bytes or more sent and not answered: the staging RECV then takes only a header. */
   private bigReads = 0;
 
-  // Native memory: per-tag request headers, the SENDMSG's iovecs and msghdr, timespecs, the staging buffer.
+  // Native memory: per-tag request headers, the SENDMSG's iovecs and msghdr, timespecs.
   private readonly mem: NativeMemory;
   private readonly hdrAt: number;
   private readonly iovAt: number;
@@ -180,7 +181,9 @@ export class NbdQueue implements TargetQueue {
   private readonly stagingAt: number;
   private readonly view: DataView;
   private readonly u32: Uint32Array;
+  /** The staging buffer (ctx.scratch), and a view of it to parse replies. */
   private readonly staging: Uint8Array;
+  private readonly stagingView: DataView;
 
   // Per tag.
   private readonly tagState: Uint8Array;
@@ -237,14 +240,14 @@ export class NbdQueue implements TargetQueue {
     this.iovAt = hdrBytes;
     this.msgAt = this.iovAt + iovBytes;
     const tsAt = this.msgAt + 64;
-    const stagingAt = tsAt + 2 * kernel_timespec.SIZE;
-    this.mem = NativeMemory.aligned(stagingAt + STAGING, 64);
+    this.mem = NativeMemory.aligned(tsAt + 2 * kernel_timespec.SIZE, 64);
     this.tickTs = this.mem.addr + tsAt;
     this.backoffTs = this.tickTs + kernel_timespec.SIZE;
-    this.stagingAt = this.mem.addr + stagingAt;
     this.view = new DataView(this.mem.buffer);
     this.u32 = new Uint32Array(this.mem.buffer);
-    this.staging = new Uint8Array(this.mem.buffer, stagingAt, STAGING);
+    this.staging = ctx.scratch;
+    this.stagingAt = ctx.scratchAddr;
+    this.stagingView = new DataView(ctx.scratch.buffer, ctx.scratch.byteOffset, ctx.scratch.byteLength);
     for (let tag = 0; tag < depth; tag++) this.view.setUint32(tag * 32, NBD_REQUEST_MAGIC);
     // The SENDMSG's msghdr: always our iovec array, no name, no control; send() sets msg_iovlen.
     const m = this.msgAt >> 2;
@@ -536,11 +539,10 @@ export class NbdQueue implements TargetQueue {
 
   /** Parses what the staging buffer holds; false when the server broke the protocol (the connection is then lost). */
   private parse(): boolean {
-    const v = this.view;
-    const s0 = this.stagingAt - this.mem.addr;
+    const v = this.stagingView;
     for (;;) {
       const avail = this.end - this.start;
-      const at = s0 + this.start;
+      const at = this.start;
       switch (this.pState) {
         case P_HEADER: {
           if (avail < 4) return true;
@@ -601,7 +603,7 @@ export class NbdQueue implements TargetQueue {
         case P_DATA: {
           const n = Math.min(avail, this.pRemaining);
           if (n === 0) return true;
-          native.memcpy(this.ctx.bufferAddr(this.pTag) + this.pDst, this.stagingAt + this.start, n);
+          this.ctx.copyFromScratch(this.pTag, this.pDst, this.start, n);
           this.start += n;
           this.pDst += n;
           this.pRemaining -= n;
