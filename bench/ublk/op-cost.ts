@@ -50,6 +50,7 @@ const cases: Case[] = [
   { name: 'performance.now()', per: 1, run: (n) => { let s = 0; for (let i = 0; i < n; i++) s += performance.now(); return s; } },
   { name: 'koffi call: memcpy 64 B', per: 1, run: (n) => { for (let i = 0; i < n; i++) native.memcpy(b.addr + (i & 63) * 64, a.addr + 65536, 64); return 0; } },
   { name: 'koffi call: memcpy 4 KiB', per: 1, run: (n) => { for (let i = 0; i < n; i++) native.memcpy(b.addr + (i & 63) * 4096, a.addr + 65536, 4096); return 0; } },
+  { name: 'Uint8Array copyWithin() 4 KiB (V8 builtin)', per: 1, run: (n) => { for (let i = 0; i < n; i++) dst.copyWithin((i & 63) * 4096, 65536 * 4, 65536 * 4 + 4096); return 0; } },
   { name: 'Uint8Array set() 4 KiB (V8 builtin)', per: 1, run: (n) => { for (let i = 0; i < n; i++) dst.set(src4k, (i & 63) * 4096); return 0; } },
   { name: 'koffi call + syscall: recv EAGAIN', per: 0.1, run: (n) => { for (let i = 0; i < n / 10; i++) native.recvAt(sock, b.addr, 4096, MSG_DONTWAIT); return 0; } },
 ];
