@@ -40,7 +40,7 @@ const syscall5pp = libc.func('syscall', 'long', ['long', 'long', 'long', 'long',
 // checks the type of a `void *` argument on every call, and a `void *` result
 // is a new BigInt. On this host memcpy(3) went from 97 to 68 ns a call and
 // io_uring_enter with a null `void *` cost 60 ns more; under TCG a koffi call
-// costs about 1 µs (docs/request-cost.md).
+// costs about 1 µs (docs/request-cost.md, bench/ublk/op-cost).
 const syscall_enter = libc.func('syscall', 'long', ['long', 'int', 'uint', 'uint', 'uint', 'uintptr_t', 'size_t']);
 const syscall_register = libc.func('syscall', 'long', ['long', 'int', 'uint', 'void *', 'uint']);
 
@@ -186,7 +186,11 @@ export function posixMemalign(alignment: number, size: number): number {
   if (err !== 0) return -err;
   return Number(out[0]);
 }
-/** memcpy(3) between native addresses (no JS view to make: nothing allocated). */
+/**
+ * memcpy(3) between native addresses, with no JS view to make. Addresses
+ * above 2^31 are not Smis: each is a new HeapNumber per call, so a request
+ * path copies with QueueContext.copyFromScratch() instead.
+ */
 export function memcpy(dst: number, src: number, n: number): void {
   c_memcpy(dst, src, n);
 }

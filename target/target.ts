@@ -73,10 +73,10 @@ export interface TargetDevice extends TargetDescription {
   close?(): void | Promise<void>;
 }
 
-/** What a queue worker gives its target. */
 /** Bytes of QueueContext.scratch. */
 export const SCRATCH_BYTES = 64 * 1024;
 
+/** What a queue worker gives its target. */
 export interface QueueContext {
   readonly devId: number;
   readonly qId: number;

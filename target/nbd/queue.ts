@@ -11,14 +11,14 @@
  * Receives: one RECV is always armed while connected. Replies (simple, or
  * structured chunks when the server offered them) are parsed out of a
  * staging buffer (the queue's scratch area), so one RECV brings many small
- * replies; a large read
- * payload that has not arrived yet is received straight into its tag
- * buffer instead. While a large read waits for its reply, the staging
- * RECV takes no more than a reply's header, so that its payload is not
- * received into staging and copied again. After each RECV, what the
- * socket holds already is taken with non-blocking recv(2) calls, not one
- * more RECV and turn per header and per payload. A reply's data is copied
- * from staging with ctx.copyFromScratch(): nothing is allocated per request.
+ * replies; a large read payload that has not arrived yet is received
+ * straight into its tag buffer instead. While a large read waits for its
+ * reply, the staging RECV takes no more than a reply's header, so that its
+ * payload is not received into staging and copied again. After each RECV,
+ * what the socket holds already is taken with non-blocking recv(2) calls,
+ * not one more RECV and turn per header and per payload. A reply's data is
+ * copied out of staging with ctx.copyFromScratch(): nothing is allocated
+ * per request.
  *
  * When the connection fails (the server closed it, a send or receive
  * failed, or no reply came for `timeoutMs` while requests waited), the
@@ -112,6 +112,7 @@ const P_META = 1; // a chunk's offset (and hole size, or error code)
 const P_DATA = 2; // payload into the tag's buffer
 const P_SKIP = 3; // payload nobody needs (an error chunk's message)
 
+/** The staging buffer is the queue's scratch area (QueueContext.scratch). */
 const STAGING = SCRATCH_BYTES;
 /** A payload at least this long that has not arrived is received into its tag buffer directly. */
 const DIRECT_MIN = 16 * 1024;
