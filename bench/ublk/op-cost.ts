@@ -40,19 +40,115 @@ interface Case {
 }
 
 const cases: Case[] = [
-  { name: 'Int32Array element ++', per: 8, run: (n) => { for (let i = 0; i < n; i++) for (let j = 0; j < 8; j++) i32[j]++; return i32[0]; } },
-  { name: 'Float64Array (shared) element ++', per: 8, run: (n) => { for (let i = 0; i < n; i++) for (let j = 0; j < 8; j++) f64[j]++; return f64[0]; } },
-  { name: 'u64 from two u32 (hi * 2^32 + lo)', per: 8, run: (n) => { let s = 0; for (let i = 0; i < n; i++) for (let j = 0; j < 8; j++) s += u32[j] * 0x100000000 + u32[j + 1]; return s; } },
-  { name: 'Math.floor(x / 2^32)', per: 1, run: (n) => { let s = 0; for (let i = 0; i < n; i++) s += Math.floor((i * 1000) / 0x100000000); return s; } },
-  { name: 'DataView getUint32 (big-endian)', per: 8, run: (n) => { let s = 0; for (let i = 0; i < n; i++) for (let j = 0; j < 8; j++) s = (s + dv.getUint32(j * 4)) | 0; return s; } },
-  { name: 'Atomics.load', per: 1, run: (n) => { let s = 0; for (let i = 0; i < n; i++) s = (s + Atomics.load(u32, i & 7)) | 0; return s; } },
-  { name: 'Atomics.store', per: 1, run: (n) => { for (let i = 0; i < n; i++) Atomics.store(u32, 8 + (i & 7), i); return 0; } },
-  { name: 'performance.now()', per: 1, run: (n) => { let s = 0; for (let i = 0; i < n; i++) s += performance.now(); return s; } },
-  { name: 'koffi call: memcpy 64 B', per: 1, run: (n) => { for (let i = 0; i < n; i++) native.memcpy(b.addr + (i & 63) * 64, a.addr + 65536, 64); return 0; } },
-  { name: 'koffi call: memcpy 4 KiB', per: 1, run: (n) => { for (let i = 0; i < n; i++) native.memcpy(b.addr + (i & 63) * 4096, a.addr + 65536, 4096); return 0; } },
-  { name: 'Uint8Array copyWithin() 4 KiB (V8 builtin)', per: 1, run: (n) => { for (let i = 0; i < n; i++) dst.copyWithin((i & 63) * 4096, 65536 * 4, 65536 * 4 + 4096); return 0; } },
-  { name: 'Uint8Array set() 4 KiB (V8 builtin)', per: 1, run: (n) => { for (let i = 0; i < n; i++) dst.set(src4k, (i & 63) * 4096); return 0; } },
-  { name: 'koffi call + syscall: recv EAGAIN', per: 0.1, run: (n) => { for (let i = 0; i < n / 10; i++) native.recvAt(sock, b.addr, 4096, MSG_DONTWAIT); return 0; } },
+  {
+    name: 'Int32Array element ++',
+    per: 8,
+    run: (n) => {
+      for (let i = 0; i < n; i++) for (let j = 0; j < 8; j++) i32[j]++;
+      return i32[0];
+    },
+  },
+  {
+    name: 'Float64Array (shared) element ++',
+    per: 8,
+    run: (n) => {
+      for (let i = 0; i < n; i++) for (let j = 0; j < 8; j++) f64[j]++;
+      return f64[0];
+    },
+  },
+  {
+    name: 'u64 from two u32 (hi * 2^32 + lo)',
+    per: 8,
+    run: (n) => {
+      let s = 0;
+      for (let i = 0; i < n; i++) for (let j = 0; j < 8; j++) s += u32[j] * 0x100000000 + u32[j + 1];
+      return s;
+    },
+  },
+  {
+    name: 'Math.floor(x / 2^32)',
+    per: 1,
+    run: (n) => {
+      let s = 0;
+      for (let i = 0; i < n; i++) s += Math.floor((i * 1000) / 0x100000000);
+      return s;
+    },
+  },
+  {
+    name: 'DataView getUint32 (big-endian)',
+    per: 8,
+    run: (n) => {
+      let s = 0;
+      for (let i = 0; i < n; i++) for (let j = 0; j < 8; j++) s = (s + dv.getUint32(j * 4)) | 0;
+      return s;
+    },
+  },
+  {
+    name: 'Atomics.load',
+    per: 1,
+    run: (n) => {
+      let s = 0;
+      for (let i = 0; i < n; i++) s = (s + Atomics.load(u32, i & 7)) | 0;
+      return s;
+    },
+  },
+  {
+    name: 'Atomics.store',
+    per: 1,
+    run: (n) => {
+      for (let i = 0; i < n; i++) Atomics.store(u32, 8 + (i & 7), i);
+      return 0;
+    },
+  },
+  {
+    name: 'performance.now()',
+    per: 1,
+    run: (n) => {
+      let s = 0;
+      for (let i = 0; i < n; i++) s += performance.now();
+      return s;
+    },
+  },
+  {
+    name: 'koffi call: memcpy 64 B',
+    per: 1,
+    run: (n) => {
+      for (let i = 0; i < n; i++) native.memcpy(b.addr + (i & 63) * 64, a.addr + 65536, 64);
+      return 0;
+    },
+  },
+  {
+    name: 'koffi call: memcpy 4 KiB',
+    per: 1,
+    run: (n) => {
+      for (let i = 0; i < n; i++) native.memcpy(b.addr + (i & 63) * 4096, a.addr + 65536, 4096);
+      return 0;
+    },
+  },
+  {
+    name: 'Uint8Array copyWithin() 4 KiB (V8 builtin)',
+    per: 1,
+    run: (n) => {
+      for (let i = 0; i < n; i++) dst.copyWithin((i & 63) * 4096, 4 * 65536, 4 * 65536 + 4096);
+      return 0;
+    },
+  },
+  {
+    name: 'Uint8Array set() 4 KiB (V8 builtin)',
+    per: 1,
+    run: (n) => {
+      for (let i = 0; i < n; i++) dst.set(src4k, (i & 63) * 4096);
+      return 0;
+    },
+  },
+  {
+    name: 'koffi call + syscall: recv EAGAIN',
+    per: 0.1, // a tenth of the calls: a syscall is slow
+    run: (n) => {
+      for (let i = 0; i < n / 10; i++) native.recvAt(sock, b.addr, 4096, MSG_DONTWAIT);
+      return 0;
+    },
+  },
 ];
 
 const rows: string[][] = [];
