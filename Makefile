@@ -17,7 +17,7 @@ $(BUILD): $(DEPS) $(SOURCES)
 	npx tsc -p .
 	@touch $@
 
-.PHONY: build test test-host test-vm test-ceph demo bench bench-aio bench-ublk bench-ceph clean
+.PHONY: build test test-host test-vm test-ceph demo bench bench-aio bench-ublk bench-cpu bench-ceph clean
 
 build: $(BUILD)
 
@@ -59,6 +59,12 @@ bench-ublk: build
 	ublksrv=$$(bench/ublksrv/build) || ublksrv=''; \
 	UBLK_UBLKSRV=$$ublksrv UBLK_VM_TCG_THREAD=$${UBLK_VM_TCG_THREAD:-single} UBLK_VM_DISK_AIO=$${UBLK_VM_DISK_AIO:-threads} \
 	  tests/vm/ublk-env run --disk 3072 --timeout 5400 -- bench/ublk/run
+
+# Guest instructions per request (bench/ublk/cpu boots the VM under TCG with
+# -icount, whose clock counts instructions).
+bench-cpu: build
+	@ublksrv=$$(bench/ublksrv/build) || ublksrv=''; \
+	UBLK_UBLKSRV=$$ublksrv bench/ublk/cpu
 
 # The rbd target against the kernel rbd client on one image of a cluster
 # started in the VM (tests/ceph/cluster); Ceph is installed by tests/host-setup.
